@@ -1,0 +1,121 @@
+//! The metadata store: the only door to workspaces, keys, blob visibility and (later) workflows,
+//! plugins and caches. One trait, two implementations (SQLite for one node, PostgreSQL for many),
+//! both held to the same conformance suite (`conformance.rs`).
+
+mod sql;
+pub mod postgres;
+pub mod sqlite;
+pub mod types;
+
+#[cfg(test)]
+mod conformance;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::Config;
+pub use types::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Connection pool figures, read at scrape time.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is, for logs and readiness ("sqlite" or "postgres").
+    fn backend(&self) -> &'static str;
+    /// A round trip to the database.
+    async fn ping(&self) -> StoreResult<()>;
+    fn pool_stats(&self) -> PoolStats;
+
+    async fn create_workspace(&self, name: &str, now_ms: i64) -> StoreResult<Workspace>;
+    async fn get_workspace(&self, name: &str) -> StoreResult<Option<Workspace>>;
+    /// Workspaces ordered by name, after the cursor.
+    async fn list_workspaces(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<Workspace>>;
+    /// Deletes the workspace, its keys and its blob references. False when it did not exist.
+    async fn delete_workspace(&self, name: &str) -> StoreResult<bool>;
+
+    async fn insert_key(&self, key: &NewApiKey) -> StoreResult<ApiKey>;
+    /// Creates or replaces a key by id (the bootstrap admin token is kept under a fixed id).
+    async fn upsert_key(&self, key: &NewApiKey) -> StoreResult<ApiKey>;
+    async fn get_key(&self, id: &str) -> StoreResult<Option<ApiKey>>;
+    /// Keys ordered by id, after the cursor; all workspaces when `workspace` is None.
+    async fn list_keys(&self, workspace: Option<&str>, after: Option<&str>, limit: u32) -> StoreResult<Vec<ApiKey>>;
+    /// Marks a key revoked. False when it did not exist or was already revoked.
+    async fn revoke_key(&self, id: &str, now_ms: i64) -> StoreResult<bool>;
+    async fn count_system_keys(&self) -> StoreResult<i64>;
+
+    /// Makes a verified blob visible to a workspace. True when the reference is new.
+    async fn add_blob_ref(&self, workspace_id: &str, digest: &str, size: u64, now_ms: i64) -> StoreResult<bool>;
+    /// The blob's size when the workspace may see it.
+    async fn blob_ref(&self, workspace_id: &str, digest: &str) -> StoreResult<Option<u64>>;
+    /// The digests among `digests` the workspace cannot see, in the order given.
+    async fn missing_blobs(&self, workspace_id: &str, digests: &[String]) -> StoreResult<Vec<String>>;
+}
+
+/// Opens the store the configuration names and runs its migrations.
+pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let db = &config.database;
+    let options = PoolOptions {
+        max_connections: db.max_connections,
+        min_connections: db.min_connections,
+        acquire_timeout: Duration::from_millis(db.acquire_timeout_ms),
+        idle_timeout: Duration::from_millis(db.idle_timeout_ms),
+        statement_timeout: Duration::from_millis(db.statement_timeout_ms),
+        busy_timeout: Duration::from_millis(db.sqlite_busy_timeout_ms),
+    };
+    let store: Arc<dyn Store> = match config.database_url.as_deref() {
+        Some(url) if url.starts_with("postgres") => Arc::new(postgres::PostgresStore::connect(url, &options).await?),
+        Some(url) => Arc::new(sqlite::SqliteStore::connect(url, &options).await?),
+        None => {
+            std::fs::create_dir_all(&config.data_dir)?;
+            let path = config.data_dir.join("patchbay.db");
+            let url = format!("sqlite://{}", path.display());
+            Arc::new(sqlite::SqliteStore::connect(&url, &options).await?)
+        }
+    };
+    Ok(store)
+}
+
+/// Pool settings shared by both backends.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub busy_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        let db = crate::config::DatabaseConfig::default();
+        Self {
+            max_connections: db.max_connections,
+            min_connections: db.min_connections,
+            acquire_timeout: Duration::from_millis(db.acquire_timeout_ms),
+            idle_timeout: Duration::from_millis(db.idle_timeout_ms),
+            statement_timeout: Duration::from_millis(db.statement_timeout_ms),
+            busy_timeout: Duration::from_millis(db.sqlite_busy_timeout_ms),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Metrics: every family's name, help, kind, allowed labels and series bound, the Prometheus
+//! recorder, and the values refreshed at scrape time. Logging lives in `logging`.
+
+pub mod logging;
+pub mod names;
+
+use std::time::Instant;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::store::Store;
+use names::*;
+
+/// Labels a metric may carry (DESIGN.md section 4). Anything else fails the cardinality test.
+pub const ALLOWED_LABELS: &[&str] = &[
+    "method",
+    "path",
+    "status_code",
+    "plugin",
+    "outcome",
+    "reason",
+    "cache",
+    "node_type",
+    "state",
+    "version",
+    "commit_hash",
+    "rustc_version",
+];
+
+pub const DURATION_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const SIZE_BUCKETS: &[f64] = &[100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric family and the most series it may ever have.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub unit: Option<Unit>,
+    pub help: &'static str,
+    pub labels: &'static [&'static str],
+    pub max_series: usize,
+}
+
+/// Route templates x methods x status codes stays far below this on any real deployment.
+const HTTP_SERIES: usize = 2_000;
+
+pub const FAMILIES: &[Family] = &[
+    Family { name: HTTP_REQUESTS_TOTAL, kind: Kind::Counter, unit: None, help: "HTTP requests answered, by route template and status code.", labels: &["method", "path", "status_code"], max_series: HTTP_SERIES },
+    Family { name: HTTP_REQUEST_DURATION_SECONDS, kind: Kind::Histogram, unit: Some(Unit::Seconds), help: "Time from request head to response head.", labels: &["method", "path"], max_series: HTTP_SERIES },
+    Family { name: HTTP_REQUEST_SIZE_BYTES, kind: Kind::Histogram, unit: Some(Unit::Bytes), help: "Declared request body size.", labels: &["method", "path"], max_series: HTTP_SERIES },
+    Family { name: HTTP_RESPONSE_SIZE_BYTES, kind: Kind::Histogram, unit: Some(Unit::Bytes), help: "Response body size when known in advance.", labels: &["method", "path"], max_series: HTTP_SERIES },
+    Family { name: HTTP_REQUESTS_IN_FLIGHT, kind: Kind::Gauge, unit: None, help: "Requests being handled now.", labels: &[], max_series: 1 },
+    Family { name: BUILD_INFO, kind: Kind::Gauge, unit: None, help: "Always 1; labels name the build.", labels: &["version", "commit_hash", "rustc_version"], max_series: 1 },
+    Family { name: UPTIME_SECONDS, kind: Kind::Gauge, unit: Some(Unit::Seconds), help: "Seconds since the server started.", labels: &[], max_series: 1 },
+    Family { name: DB_ACQUIRE_SECONDS, kind: Kind::Histogram, unit: Some(Unit::Seconds), help: "Wait for a pooled database connection.", labels: &[], max_series: 1 },
+    Family { name: DB_CONNECTIONS, kind: Kind::Gauge, unit: None, help: "Pooled database connections by state (idle, in_use).", labels: &["state"], max_series: 2 },
+    Family { name: DB_CONNECTIONS_MAX, kind: Kind::Gauge, unit: None, help: "Configured maximum of pooled database connections.", labels: &[], max_series: 1 },
+    Family { name: AUTH_ATTEMPTS_TOTAL, kind: Kind::Counter, unit: None, help: "API authentication attempts by outcome and reason.", labels: &["outcome", "reason"], max_series: 16 },
+    Family { name: CAS_RECEIVED_BYTES_TOTAL, kind: Kind::Counter, unit: Some(Unit::Bytes), help: "Blob bytes received in uploads.", labels: &[], max_series: 1 },
+    Family { name: CAS_SENT_BYTES_TOTAL, kind: Kind::Counter, unit: Some(Unit::Bytes), help: "Blob bytes sent in downloads.", labels: &[], max_series: 1 },
+    Family { name: CAS_PUTS_TOTAL, kind: Kind::Counter, unit: None, help: "Blob uploads by outcome (created, existing, rejected).", labels: &["outcome"], max_series: 3 },
+    Family { name: CAS_DEDUP_HITS_TOTAL, kind: Kind::Counter, unit: None, help: "Uploads whose content was already stored and was not written again.", labels: &[], max_series: 1 },
+];
+
+/// Process figures (CPU, memory, file descriptors) come from `metrics-process` with our prefix.
+pub const PROCESS_PREFIX: &str = "patchbay_";
+
+/// The installed recorder and the values refreshed on each scrape.
+pub struct Metrics {
+    handle: PrometheusHandle,
+    process: metrics_process::Collector,
+    started: Instant,
+}
+
+impl Metrics {
+    /// Installs the global recorder. Call once per process.
+    pub fn install() -> anyhow::Result<Self> {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)?
+            .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), SIZE_BUCKETS)?
+            .install_recorder()?;
+        for family in FAMILIES {
+            let unit = family.unit;
+            match (family.kind, unit) {
+                (Kind::Counter, Some(u)) => describe_counter!(family.name, u, family.help),
+                (Kind::Counter, None) => describe_counter!(family.name, family.help),
+                (Kind::Gauge, Some(u)) => describe_gauge!(family.name, u, family.help),
+                (Kind::Gauge, None) => describe_gauge!(family.name, family.help),
+                (Kind::Histogram, Some(u)) => describe_histogram!(family.name, u, family.help),
+                (Kind::Histogram, None) => describe_histogram!(family.name, family.help),
+            }
+        }
+        let process = metrics_process::Collector::new(PROCESS_PREFIX);
+        process.describe();
+        metrics::gauge!(
+            BUILD_INFO,
+            "version" => env!("CARGO_PKG_VERSION"),
+            "commit_hash" => env!("PATCHBAY_COMMIT_HASH"),
+            "rustc_version" => env!("PATCHBAY_RUSTC_VERSION"),
+        )
+        .set(1.0);
+        Ok(Self { handle, process, started: Instant::now() })
+    }
+
+    /// Keeps histograms' memory bounded by draining their buffers now and then.
+    pub fn spawn_upkeep(&self) {
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
+
+    /// Refreshes scrape-time values and renders the Prometheus text format.
+    pub fn render(&self, store: &dyn Store) -> String {
+        self.process.collect();
+        metrics::gauge!(UPTIME_SECONDS).set(self.started.elapsed().as_secs_f64());
+        let pool = store.pool_stats();
+        metrics::gauge!(DB_CONNECTIONS, "state" => "idle").set(f64::from(pool.idle));
+        metrics::gauge!(DB_CONNECTIONS, "state" => "in_use").set(f64::from(pool.size.saturating_sub(pool.idle)));
+        metrics::gauge!(DB_CONNECTIONS_MAX).set(f64::from(pool.max));
+        self.handle.render()
+    }
+}
