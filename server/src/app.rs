@@ -79,6 +79,7 @@ pub fn build(
         .wrap(from_fn(mw::guards::header_size))
         .wrap(Condition::new(state.metrics.is_some(), from_fn(mw::metrics::middleware)))
         .wrap(from_fn(mw::request_id::middleware))
+        .wrap(from_fn(mw::head_deadline::middleware))
 }
 
 async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {

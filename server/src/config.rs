@@ -422,7 +422,10 @@ fn config_env() -> Env {
     Env::prefixed(ENV_PREFIX)
         .split("__")
         .filter(move |key| {
-            let first = key.as_str().split('.').next().unwrap_or_default();
+            // figment hands the filter the key before lower-casing, and after `split` has
+            // turned `__` into `.`: `HTTP.WORKERS`.
+            let key = key.as_str().to_ascii_lowercase();
+            let first = key.split('.').next().unwrap_or_default();
             top_level.contains(first)
         })
 }
@@ -466,8 +469,8 @@ mod tests {
     fn garbage_is_refused_naming_the_key() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("PATCHBAY_LOG__SAMPLE_RATE", "often");
-            let err = Config::load(None).unwrap_err().to_string();
-            assert!(err.contains("sample_rate"), "{err}");
+            let err = Config::load(None).unwrap_err().to_string().to_lowercase();
+            assert!(err.contains("log.sample_rate") && err.contains("often"), "{err}");
             jail.set_env("PATCHBAY_LOG__SAMPLE_RATE", "1.5");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("log.sample_rate") && err.contains("1.5"), "{err}");

@@ -17,8 +17,7 @@ pub struct ApiError {
     title: &'static str,
     detail: String,
     extra: Map<String, Value>,
-    retry_after_secs: Option<u64>,
-    allow: Option<String>,
+    headers: Vec<(header::HeaderName, String)>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -31,8 +30,7 @@ impl ApiError {
             title,
             detail: detail.into(),
             extra: Map::new(),
-            retry_after_secs: None,
-            allow: None,
+            headers: Vec::new(),
         }
     }
 
@@ -42,14 +40,18 @@ impl ApiError {
         self
     }
 
-    pub fn retry_after(mut self, secs: u64) -> Self {
-        self.retry_after_secs = Some(secs.max(1));
+    /// Adds a response header (Retry-After, Allow, Content-Range, ...).
+    pub fn header(mut self, name: header::HeaderName, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
         self
     }
 
-    pub fn allow(mut self, methods: impl Into<String>) -> Self {
-        self.allow = Some(methods.into());
-        self
+    pub fn retry_after(self, secs: u64) -> Self {
+        self.header(header::RETRY_AFTER, secs.max(1).to_string())
+    }
+
+    pub fn allow(self, methods: impl Into<String>) -> Self {
+        self.header(header::ALLOW, methods)
     }
 
     pub fn status(&self) -> StatusCode {
@@ -145,13 +147,10 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
-        if let Some(secs) = self.retry_after_secs {
-            response.insert_header((header::RETRY_AFTER, secs.to_string()));
-        }
-        if let Some(allow) = &self.allow
-            && let Ok(value) = HeaderValue::from_str(allow)
-        {
-            response.insert_header((header::ALLOW, value));
+        for (name, value) in &self.headers {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                response.insert_header((name.clone(), value));
+            }
         }
         response.body(self.body().to_string())
     }

@@ -11,3 +11,5 @@ pub mod http;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testing;

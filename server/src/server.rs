@@ -52,6 +52,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ms => KeepAlive::Timeout(Duration::from_millis(ms)),
     };
     let app_state = state.clone();
+    let head_window = Duration::from_millis(http.keep_alive_ms + http.header_read_timeout_ms);
     let server = HttpServer::new(move || app::build(app_state.clone()))
         .workers(workers)
         // actix counts connections per worker; the setting is for the whole server.
@@ -63,6 +64,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .keep_alive(keep_alive)
         .shutdown_timeout(config.shutdown.timeout_ms.div_ceil(1000))
         .disable_signals()
+        .on_connect(crate::http::head_deadline::on_connect(head_window))
         .bind(&config.listen)?;
     for addr in server.addrs() {
         tracing::info!(target: LIFECYCLE, "listening on http://{addr}");

@@ -197,7 +197,8 @@ pub async fn get_blob(
                     "Range not satisfiable",
                     format!("the blob has {size} bytes"),
                 )
-                .with("size", size));
+                .with("size", size)
+                .header(header::CONTENT_RANGE, format!("bytes */{size}")));
             }
         },
     };
@@ -211,7 +212,9 @@ pub async fn get_blob(
     };
     builder.content_type("application/octet-stream");
     if req.method() == Method::HEAD {
-        return Ok(builder.no_chunking(length).finish());
+        // actix writes Content-Length from the body's size and sends no body for HEAD.
+        let nothing = futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>();
+        return Ok(builder.body(SizedStream::new(length, nothing)));
     }
     if length == 0 {
         return Ok(builder.body(Vec::<u8>::new()));

@@ -4,5 +4,6 @@
 pub mod auth;
 pub mod body_deadline;
 pub mod guards;
+pub mod head_deadline;
 pub mod metrics;
 pub mod request_id;
