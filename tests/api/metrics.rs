@@ -151,3 +151,10 @@ async fn a_metrics_token_guards_the_scrape_and_metrics_can_be_disabled() {
     expect_problem(off.anon(Method::GET, "/metrics").send().await.unwrap(), 404, "not-found").await;
     assert_eq!(off.anon(Method::GET, "/health").send().await.unwrap().status(), 200);
 }
+
+#[test]
+fn the_shipped_alert_rules_are_valid() {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/alerts.yml");
+    let out = std::process::Command::new("promtool").args(["check", "rules", rules]).output().expect("promtool is installed");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
