@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod plugins;
 pub mod server;
 pub mod store;
 pub mod telemetry;

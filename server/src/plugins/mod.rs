@@ -1,0 +1,6 @@
+//! WebAssembly plugins: manifests, the route table, per-route pools, the registry that keeps
+//! them in the store, and (in `runtime`) the wasmtime host that runs wasi:http components.
+
+pub mod manifest;
+pub mod pool;
+pub mod routes;
