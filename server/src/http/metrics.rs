@@ -8,8 +8,9 @@ use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, header};
 use actix_web::middleware::Next;
-use actix_web::Error;
+use actix_web::{Error, HttpMessage};
 
+use crate::plugins::dispatch::RouteTemplate;
 use crate::telemetry::names::*;
 
 /// Requests no route matched share this `path` value.
@@ -28,7 +29,9 @@ pub async fn middleware(req: ServiceRequest, next: Next<impl MessageBody>) -> Re
     drop(in_flight);
     let (path, status, response_bytes) = match &result {
         Ok(res) => (
-            res.request().match_pattern(),
+            res.request()
+                .match_pattern()
+                .or_else(|| res.request().extensions().get::<RouteTemplate>().map(|t| t.0.to_string())),
             res.status(),
             match res.response().body().size() {
                 BodySize::Sized(n) => Some(n),

@@ -136,6 +136,16 @@ impl Manifest {
         }
     }
 
+    /// The first route that claims a path of the server's own, with that prefix.
+    pub fn reserved_route(&self) -> Option<(String, &'static str)> {
+        self.routes.iter().find_map(|r| {
+            RESERVED_PREFIXES
+                .iter()
+                .find(|p| r.path == **p || r.path.starts_with(&format!("{p}/")))
+                .map(|p| (r.path.clone(), *p))
+        })
+    }
+
     /// Checks names and routes and resolves every route's limits.
     pub fn resolve(&self, server: &PluginsConfig) -> Result<Vec<Limits>, ManifestError> {
         let name_ok = (1..=64).contains(&self.name.len())
