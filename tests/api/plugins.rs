@@ -289,3 +289,30 @@ async fn the_plugins_directory_loads_at_start_and_skips_broken_plugins() {
     let scrape = server.anon(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
     assert!(scrape.contains("patchbay_plugin_autoload_total{outcome=\"failed\"} 1"), "{scrape}");
 }
+
+#[tokio::test]
+async fn the_push_command_uploads_a_plugin_directory() {
+    let server = Server::start(Backend::Sqlite).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_patchbay"))
+        .args(["plugins", "push"])
+        .arg(dist().join("hello"))
+        .env("PATCHBAY_SERVER", &server.url)
+        .env("PATCHBAY_KEY", &server.admin)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("hello 1.0.0 is live") && stdout.contains("/hello/{name}"), "{stdout}");
+    assert_eq!(server.anon(Method::GET, "/hello/cli").send().await.unwrap().text().await.unwrap(), "Hello, cli!");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_patchbay"))
+        .args(["plugins", "push"])
+        .arg(dist().join("hello"))
+        .env("PATCHBAY_SERVER", &server.url)
+        .env("PATCHBAY_KEY", "wrong")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
