@@ -8,7 +8,7 @@ use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{Condition, ErrorHandlerResponse, ErrorHandlers, from_fn};
-use actix_web::{App, Error, HttpRequest, ResponseError as _, web};
+use actix_web::{App, Error, ResponseError as _, web};
 
 use crate::api::{self, API_PREFIX};
 use crate::auth::AuthService;
@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::error::{self, ApiError};
 use crate::http::{self as mw, body_deadline::BodyDeadline, guards::HeaderLimit};
 use crate::store::Store;
+use crate::plugins::registry::PluginHost;
 use crate::telemetry::Metrics;
 
 /// Whether the server is draining: `/ready` answers 503 from the first signal on.
@@ -44,6 +45,7 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     pub metrics: Option<Arc<Metrics>>,
     pub lifecycle: Arc<Lifecycle>,
+    pub plugins: Arc<PluginHost>,
 }
 
 /// One worker's App. Middleware runs outermost first: request id, metrics, header-size guard,
@@ -56,6 +58,7 @@ pub fn build(
     App::new()
         .app_data(web::Data::new(state.clone()))
         .app_data(web::Data::from(Arc::clone(&state.auth)))
+        .app_data(web::Data::from(Arc::clone(&state.plugins)))
         .app_data(web::Data::new(HeaderLimit(config.http.max_header_bytes)))
         .app_data(web::Data::new(BodyDeadline {
             grace: Duration::from_millis(config.http.body_read_timeout_ms),
@@ -71,24 +74,17 @@ pub fn build(
                 .wrap(from_fn(mw::auth::middleware))
                 .configure(api::workspaces::configure)
                 .configure(api::keys::configure)
-                .configure(api::cas::configure),
+                .configure(api::cas::configure)
+                .configure(api::plugins::configure),
         )
-        .default_service(web::to(no_route))
+        // Anything else may be a plugin route.
+        .default_service(web::to(crate::plugins::dispatch::dispatch))
         .wrap(ErrorHandlers::new().default_handler(problem_body))
         .wrap(from_fn(mw::body_deadline::middleware))
         .wrap(from_fn(mw::guards::header_size))
         .wrap(Condition::new(state.metrics.is_some(), from_fn(mw::metrics::middleware)))
         .wrap(from_fn(mw::request_id::middleware))
         .wrap(from_fn(mw::head_deadline::middleware))
-}
-
-async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::new(
-        actix_web::http::StatusCode::NOT_FOUND,
-        "not-found",
-        "Not found",
-        format!("no route for {} {}", req.method(), req.path()),
-    ))
 }
 
 /// Gives error responses that actix produced bare (405 of a resource, 400 of a bad head, ...)

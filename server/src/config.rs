@@ -34,6 +34,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
+    /// Directory of plugins loaded at start: `*/plugin.toml` beside its component.
+    pub plugins_dir: Option<PathBuf>,
+    pub plugins: PluginsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -160,6 +163,98 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
+            plugins_dir: None,
+            plugins: PluginsConfig::default(),
+        }
+    }
+}
+
+/// Server-wide plugin settings: ceilings no manifest may exceed, and the defaults manifests
+/// inherit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Plugins the server accepts in all.
+    pub max_plugins: u32,
+    /// Live instances across every route (the pooling allocator is sized from this).
+    pub max_instances_total: u32,
+    pub max_queue: u32,
+    pub max_timeout_ms: u64,
+    pub max_memory_mb: u64,
+    pub max_body_bytes: u64,
+    pub max_stack_kb: u64,
+    /// Largest component accepted at upload.
+    pub max_component_bytes: u64,
+    /// How often a node checks the store for plugins changed by other nodes.
+    pub sync_interval_ms: u64,
+    /// Precompiled components; default `data_dir/plugin-cache`.
+    pub cache_dir: Option<PathBuf>,
+    pub defaults: PluginDefaults,
+}
+
+/// Limits a manifest gets for what it leaves out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginDefaults {
+    pub max_instances: u32,
+    pub queue: u32,
+    pub backpressure: crate::plugins::manifest::Backpressure,
+    pub block_timeout_ms: u64,
+    pub timeout_ms: u64,
+    pub memory_mb: u64,
+    pub max_request_body_bytes: u64,
+    pub max_response_body_bytes: u64,
+    pub stack_kb: u64,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            max_plugins: 100,
+            max_instances_total: 256,
+            max_queue: 10_000,
+            max_timeout_ms: 60_000,
+            max_memory_mb: 512,
+            max_body_bytes: 64 * 1024 * 1024,
+            max_stack_kb: 2048,
+            max_component_bytes: 64 * 1024 * 1024,
+            sync_interval_ms: 2_000,
+            cache_dir: None,
+            defaults: PluginDefaults::default(),
+        }
+    }
+}
+
+impl Default for PluginDefaults {
+    fn default() -> Self {
+        Self {
+            max_instances: 16,
+            queue: 256,
+            backpressure: crate::plugins::manifest::Backpressure::Block,
+            block_timeout_ms: 50,
+            timeout_ms: 5_000,
+            memory_mb: 64,
+            max_request_body_bytes: 10 * 1024 * 1024,
+            max_response_body_bytes: 64 * 1024 * 1024,
+            stack_kb: 512,
+        }
+    }
+}
+
+impl PluginsConfig {
+    /// The defaults as a manifest's limits section, for resolution.
+    pub fn defaults_spec(&self) -> crate::plugins::manifest::LimitsSpec {
+        let d = &self.defaults;
+        crate::plugins::manifest::LimitsSpec {
+            max_instances: Some(d.max_instances),
+            queue: Some(d.queue),
+            backpressure: Some(d.backpressure),
+            block_timeout_ms: Some(d.block_timeout_ms),
+            timeout_ms: Some(d.timeout_ms),
+            memory_mb: Some(d.memory_mb),
+            max_request_body_bytes: Some(d.max_request_body_bytes),
+            max_response_body_bytes: Some(d.max_response_body_bytes),
+            stack_kb: Some(d.stack_kb),
         }
     }
 }

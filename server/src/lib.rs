@@ -4,6 +4,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cas;
+pub mod cli_push;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -29,6 +29,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Plugins on a running server.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
     /// API keys, managed offline against the configured database.
     Keys {
         #[command(subcommand)]
@@ -40,6 +45,20 @@ enum Command {
 enum ConfigCommand {
     /// Print the effective configuration with secrets masked.
     Show,
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// Upload a plugin: a directory with plugin.toml, or a manifest file.
+    Push {
+        target: PathBuf,
+        /// The server's base URL.
+        #[arg(long, env = "PATCHBAY_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// A system key.
+        #[arg(long, env = "PATCHBAY_KEY", hide_env_values = true)]
+        key: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -80,6 +99,7 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&config.masked()).unwrap_or_default());
             Ok(())
         }
+        Command::Plugins { command: PluginsCommand::Push { target, server, key } } => patchbay::cli_push::push(&target, &server, &key),
         Command::Serve => actix_web::rt::System::new().block_on(server::serve(config)),
         Command::Migrate => runtime().and_then(|rt| rt.block_on(migrate(config))),
         Command::Keys { command: KeysCommand::Create { workspace, role, system, expires_at, label } } => {

@@ -11,6 +11,7 @@ use crate::app::{self, AppState, Lifecycle};
 use crate::auth::AuthService;
 use crate::cas::{self, Cas};
 use crate::config::Config;
+use crate::plugins::registry::PluginHost;
 use crate::store;
 use crate::telemetry::{Metrics, logging::LIFECYCLE};
 
@@ -21,13 +22,16 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let objects = cas::backend::open(&config)?;
     let cas = Arc::new(Cas::new(objects, Arc::clone(&store), config.cas.max_blob_bytes));
     let auth = Arc::new(AuthService::new(Arc::clone(&store), &config));
+    let config = Arc::new(config);
+    let plugins = Arc::new(PluginHost::new(Arc::clone(&config), Arc::clone(&store), Arc::clone(&cas))?);
     Ok(AppState {
-        config: Arc::new(config),
+        config,
         store,
         cas,
         auth,
         metrics,
         lifecycle: Arc::new(Lifecycle::default()),
+        plugins,
     })
 }
 
@@ -42,6 +46,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics.spawn_upkeep();
     }
     state.auth.spawn_sweeper();
+    state.plugins.start().await;
+    state.plugins.spawn_sync();
     let sweeper = Arc::clone(&state.cas);
     tokio::spawn(async move { sweeper.sweep_stale_temporaries().await });
 

@@ -44,7 +44,9 @@ async fn a_client_sending_headers_byte_by_byte_is_cut_off() {
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     let cut = trickle_until_cut_off(&mut stream, SLOW_HEAD, Duration::from_millis(100), Duration::from_secs(15)).await;
     let cut = cut.expect("a slow head on a fresh connection is cut off");
-    assert!(cut >= Duration::from_millis(900), "not before the deadline: {cut:?}");
+    // actix computes the deadline from its cached clock, which ticks every 500 ms: the cut comes
+    // between 0.5 and 1.5 deadlines after the first byte, never at once.
+    assert!(cut >= Duration::from_millis(500), "not long before the deadline: {cut:?}");
 }
 
 #[tokio::test]

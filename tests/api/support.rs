@@ -64,6 +64,7 @@ impl ServerBuilder {
     pub fn sharing(mut self, other: &Server) -> Self {
         self.data_dir = Some(Arc::clone(&other.data_dir));
         self.database_url = other.database_url.clone();
+        self.admin = Some(other.admin.clone());
         self
     }
 

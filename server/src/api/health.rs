@@ -75,6 +75,7 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid-credentials", "Unauthorized", "send the metrics token as a bearer token"));
         }
     }
+    state.plugins.publish_gauges();
     let body = metrics.render(state.store.as_ref());
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(body))
 }

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cas, health, keys, pagination, workspaces};
+use super::{cas, health, keys, pagination, plugins, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,12 +14,14 @@ use super::{cas, health, keys, pagination, workspaces};
         workspaces::create, workspaces::list, workspaces::delete,
         keys::create, keys::list, keys::revoke,
         cas::put_blob, cas::post_blob, cas::missing, cas::get_blob,
+        plugins::upload, plugins::list, plugins::get, plugins::delete, plugins::rollback,
         openapi_json,
     ),
     components(schemas(
         workspaces::CreateWorkspace, workspaces::WorkspaceView, pagination::Page<workspaces::WorkspaceView>,
         keys::CreateKey, keys::KeyView, keys::CreatedKey, pagination::Page<keys::KeyView>,
         cas::BlobView, cas::MissingQuery, cas::MissingAnswer,
+        plugins::PluginView, plugins::PluginDetail, plugins::PluginList, plugins::RouteView, plugins::VersionView, plugins::RollbackRequest,
         crate::store::Role,
     )),
     modifiers(&BearerAuth),

@@ -76,6 +76,28 @@ async fn run_suite(store: &dyn Store) {
     assert_eq!(store.get_key("k1").await.unwrap(), None);
     assert_eq!(store.blob_ref(&a.id, &d1).await.unwrap(), None);
     assert!(store.get_key("k2").await.unwrap().is_some());
+
+    // Plugins: versions, activation, generation, deletion.
+    let generation = store.plugin_generation().await.unwrap();
+    let v1 = PluginVersionRecord { name: "p".into(), version: "1".into(), manifest: "{}".into(), digest: d1.clone(), created_at_ms: 1 };
+    let v2 = PluginVersionRecord { version: "2".into(), digest: d2.clone(), created_at_ms: 2, ..v1.clone() };
+    assert!(store.add_plugin_version(&v1).await.unwrap());
+    assert!(!store.add_plugin_version(&v1).await.unwrap(), "the same upload again is fine");
+    let clash = PluginVersionRecord { digest: d2.clone(), ..v1.clone() };
+    assert!(matches!(store.add_plugin_version(&clash).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.activate_plugin("p", "9", 5).await, Err(StoreError::NotFound(_))));
+    store.activate_plugin("p", "1", 5).await.unwrap();
+    store.add_plugin_version(&v2).await.unwrap();
+    store.activate_plugin("p", "2", 6).await.unwrap();
+    let active = store.active_plugins().await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].version, v2);
+    assert_eq!(store.plugin_versions("p").await.unwrap(), [v1.clone(), v2.clone()]);
+    assert!(store.plugin_generation().await.unwrap() >= generation + 2);
+    assert!(store.delete_plugin("p").await.unwrap());
+    assert!(!store.delete_plugin("p").await.unwrap());
+    assert!(store.active_plugins().await.unwrap().is_empty());
+    assert!(store.plugin_versions("p").await.unwrap().is_empty());
 }
 
 #[tokio::test]

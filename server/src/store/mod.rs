@@ -69,6 +69,20 @@ pub trait Store: Send + Sync + 'static {
     async fn blob_ref(&self, workspace_id: &str, digest: &str) -> StoreResult<Option<u64>>;
     /// The digests among `digests` the workspace cannot see, in the order given.
     async fn missing_blobs(&self, workspace_id: &str, digests: &[String]) -> StoreResult<Vec<String>>;
+
+    /// Records an uploaded plugin version. False when the same version with the same manifest
+    /// and component was already recorded; a different one under that version is a conflict.
+    async fn add_plugin_version(&self, record: &PluginVersionRecord) -> StoreResult<bool>;
+    /// Makes a recorded version the active one and bumps the plugin generation.
+    async fn activate_plugin(&self, name: &str, version: &str, now_ms: i64) -> StoreResult<()>;
+    /// Removes a plugin with all its versions and bumps the generation. False when absent.
+    async fn delete_plugin(&self, name: &str) -> StoreResult<bool>;
+    /// Every plugin with its active version, ordered by name.
+    async fn active_plugins(&self) -> StoreResult<Vec<ActivePluginRecord>>;
+    /// A plugin's versions, oldest first.
+    async fn plugin_versions(&self, name: &str) -> StoreResult<Vec<PluginVersionRecord>>;
+    /// Changes with every plugin change; nodes poll it to pick up other nodes' uploads.
+    async fn plugin_generation(&self) -> StoreResult<i64>;
 }
 
 /// Opens the store the configuration names and runs its migrations.

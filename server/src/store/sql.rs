@@ -178,6 +178,99 @@ macro_rules! impl_sql_store {
                 }
                 Ok(digests.iter().filter(|d| !present.contains(*d)).cloned().collect())
             }
+
+            async fn add_plugin_version(&self, record: &$crate::store::PluginVersionRecord) -> $crate::store::StoreResult<bool> {
+                let mut conn = self.acquire().await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO plugin_versions (name, version, manifest, digest, created_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (name, version) DO NOTHING",
+                )
+                .bind(&record.name)
+                .bind(&record.version)
+                .bind(&record.manifest)
+                .bind(&record.digest)
+                .bind(record.created_at_ms)
+                .execute(&mut *conn)
+                .await?;
+                if inserted.rows_affected() > 0 {
+                    return Ok(true);
+                }
+                let existing: Option<(String, String)> =
+                    sqlx::query_as("SELECT manifest, digest FROM plugin_versions WHERE name = $1 AND version = $2")
+                        .bind(&record.name)
+                        .bind(&record.version)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                match existing {
+                    Some((manifest, digest)) if manifest == record.manifest && digest == record.digest => Ok(false),
+                    _ => Err($crate::store::StoreError::Conflict("plugin version")),
+                }
+            }
+
+            async fn activate_plugin(&self, name: &str, version: &str, now_ms: i64) -> $crate::store::StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "INSERT INTO plugins (name, active_version, updated_at) \
+                     SELECT name, version, $3 FROM plugin_versions WHERE name = $1 AND version = $2 \
+                     ON CONFLICT (name) DO UPDATE SET active_version = excluded.active_version, updated_at = excluded.updated_at",
+                )
+                .bind(name)
+                .bind(version)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::NotFound("plugin version"));
+                }
+                sqlx::query("UPDATE plugin_generation SET generation = generation + 1 WHERE id = 1").execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn delete_plugin(&self, name: &str) -> $crate::store::StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query("DELETE FROM plugins WHERE name = $1").bind(name).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM plugin_versions WHERE name = $1").bind(name).execute(&mut *tx).await?;
+                sqlx::query("UPDATE plugin_generation SET generation = generation + 1 WHERE id = 1").execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn active_plugins(&self) -> $crate::store::StoreResult<Vec<$crate::store::ActivePluginRecord>> {
+                let mut conn = self.acquire().await?;
+                let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
+                    "SELECT v.name, v.version, v.manifest, v.digest, v.created_at, p.updated_at \
+                     FROM plugins p JOIN plugin_versions v ON v.name = p.name AND v.version = p.active_version ORDER BY p.name",
+                )
+                .fetch_all(&mut *conn)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(name, version, manifest, digest, created_at_ms, updated_at_ms)| $crate::store::ActivePluginRecord {
+                        version: $crate::store::PluginVersionRecord { name, version, manifest, digest, created_at_ms },
+                        updated_at_ms,
+                    })
+                    .collect())
+            }
+
+            async fn plugin_versions(&self, name: &str) -> $crate::store::StoreResult<Vec<$crate::store::PluginVersionRecord>> {
+                let mut conn = self.acquire().await?;
+                let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+                    "SELECT name, version, manifest, digest, created_at FROM plugin_versions WHERE name = $1 ORDER BY created_at, version",
+                )
+                .bind(name)
+                .fetch_all(&mut *conn)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(name, version, manifest, digest, created_at_ms)| $crate::store::PluginVersionRecord { name, version, manifest, digest, created_at_ms })
+                    .collect())
+            }
+
+            async fn plugin_generation(&self) -> $crate::store::StoreResult<i64> {
+                let mut conn = self.acquire().await?;
+                Ok(sqlx::query_scalar("SELECT generation FROM plugin_generation WHERE id = 1").fetch_one(&mut *conn).await?)
+            }
         }
 
         impl $store {

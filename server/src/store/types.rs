@@ -64,3 +64,22 @@ pub struct NewApiKey {
     pub created_at_ms: i64,
     pub expires_at_ms: Option<i64>,
 }
+
+/// One uploaded version of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginVersionRecord {
+    pub name: String,
+    pub version: String,
+    /// The manifest as JSON.
+    pub manifest: String,
+    /// sha256 of the component in the CAS.
+    pub digest: String,
+    pub created_at_ms: i64,
+}
+
+/// A plugin and its active version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivePluginRecord {
+    pub version: PluginVersionRecord,
+    pub updated_at_ms: i64,
+}

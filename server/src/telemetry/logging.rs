@@ -23,7 +23,11 @@ pub fn init(config: &LogConfig) {
             .with_span_list(false)
             .with_writer(std::io::stdout)
             .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stdout).boxed(),
+        // Colour codes only for a person at a terminal, never in files or pipes.
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_writer(std::io::stdout)
+            .boxed(),
     };
     // A second init (tests, embedding) keeps the first subscriber instead of panicking.
     let _ = tracing_subscriber::registry()

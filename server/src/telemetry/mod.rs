@@ -68,7 +68,26 @@ pub const FAMILIES: &[Family] = &[
     Family { name: CAS_SENT_BYTES_TOTAL, kind: Kind::Counter, unit: Some(Unit::Bytes), help: "Blob bytes sent in downloads.", labels: &[], max_series: 1 },
     Family { name: CAS_PUTS_TOTAL, kind: Kind::Counter, unit: None, help: "Blob uploads by outcome (created, existing, rejected).", labels: &["outcome"], max_series: 3 },
     Family { name: CAS_DEDUP_HITS_TOTAL, kind: Kind::Counter, unit: None, help: "Uploads whose content was already stored and was not written again.", labels: &[], max_series: 1 },
+    Family { name: PLUGIN_REQUESTS_TOTAL, kind: Kind::Counter, unit: None, help: "Plugin requests by outcome (ok, trap, timeout, memory, stack_overflow, shed, queue_timeout, bad_response, ...).", labels: &["plugin", "outcome"], max_series: PLUGIN_SERIES * 12 },
+    Family { name: PLUGIN_DISPATCHED_TOTAL, kind: Kind::Counter, unit: None, help: "Plugin requests admitted to an instance.", labels: &["plugin"], max_series: PLUGIN_SERIES },
+    Family { name: PLUGIN_COMPLETED_TOTAL, kind: Kind::Counter, unit: None, help: "Plugin requests whose instance finished, whatever the outcome.", labels: &["plugin"], max_series: PLUGIN_SERIES },
+    Family { name: PLUGIN_SHED_TOTAL, kind: Kind::Counter, unit: None, help: "Plugin requests refused because the route's queue was full (429 or 503).", labels: &["plugin"], max_series: PLUGIN_SERIES },
+    Family { name: PLUGIN_QUEUE_DEPTH, kind: Kind::Gauge, unit: None, help: "Requests waiting for an instance, summed over the plugin's routes.", labels: &["plugin"], max_series: PLUGIN_SERIES },
+    Family { name: PLUGIN_BUSY_INSTANCES, kind: Kind::Gauge, unit: None, help: "Instances running a request, summed over the plugin's routes.", labels: &["plugin"], max_series: PLUGIN_SERIES },
+    Family { name: PLUGIN_CAPACITY, kind: Kind::Gauge, unit: None, help: "Instances the plugin's routes may run at once.", labels: &["plugin"], max_series: PLUGIN_SERIES },
+    Family { name: PLUGIN_QUEUE_WAIT_SECONDS, kind: Kind::Histogram, unit: Some(Unit::Seconds), help: "Time a plugin request waited for an instance.", labels: &["plugin"], max_series: PLUGIN_SERIES },
+    Family { name: PLUGIN_EXECUTION_SECONDS, kind: Kind::Histogram, unit: Some(Unit::Seconds), help: "Instantiation plus guest time until the response head.", labels: &["plugin"], max_series: PLUGIN_SERIES },
+    Family { name: PLUGIN_AUTOLOAD_SECONDS, kind: Kind::Histogram, unit: Some(Unit::Seconds), help: "Time to load every plugin at start.", labels: &[], max_series: 1 },
+    Family { name: PLUGIN_AUTOLOAD_TOTAL, kind: Kind::Counter, unit: None, help: "Plugins loaded at start by outcome (loaded, failed, duplicate).", labels: &["outcome"], max_series: 3 },
+    Family { name: PLUGIN_COMPILES_TOTAL, kind: Kind::Counter, unit: None, help: "Components compiled by this process; precompiled artifacts loaded from the cache do not count.", labels: &[], max_series: 1 },
+    Family { name: PLUGIN_HEALTHY, kind: Kind::Gauge, unit: None, help: "1 while the plugin's recent requests succeed, 0 after consecutive failures.", labels: &["plugin"], max_series: PLUGIN_SERIES },
+    Family { name: PLUGIN_CONSECUTIVE_FAILURES, kind: Kind::Gauge, unit: None, help: "Plugin failures since its last success.", labels: &["plugin"], max_series: PLUGIN_SERIES },
+    Family { name: PLUGIN_SECONDS_SINCE_SUCCESS, kind: Kind::Gauge, unit: Some(Unit::Seconds), help: "Seconds since the plugin last answered successfully.", labels: &["plugin"], max_series: PLUGIN_SERIES },
 ];
+
+/// Plugins are capped by `plugins.max_plugins` (default 100); the bound allows the largest sane
+/// setting.
+const PLUGIN_SERIES: usize = 1_000;
 
 /// Process figures (CPU, memory, file descriptors) come from `metrics-process` with our prefix.
 pub const PROCESS_PREFIX: &str = "patchbay_";
