@@ -76,7 +76,6 @@ impl From<HostError> for ApiError {
     fn from(err: HostError) -> Self {
         match err {
             HostError::Manifest(e) => ApiError::bad_request("invalid-manifest", e.to_string()).with("field", e.field),
-            HostError::Component(super::super::plugins::runtime::LoadError::Internal(e)) => ApiError::internal("loading a component failed", e),
             HostError::Component(e) => ApiError::bad_request("invalid-component", e.to_string()),
             HostError::RouteConflict { conflict, owner } => ApiError::conflict("route-conflict", format!("route {} conflicts with {} of plugin {owner}", conflict.path, conflict.existing))
                 .with("path", conflict.path)

@@ -16,7 +16,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::http_compat;
 use super::manifest::RouteAuth;
-use super::pool::{Admitted, Rejection};
+use super::pool::Rejection;
 use super::registry::{PluginHost, RouteEntry};
 use super::runtime::{ExecError, GuestRequest, RequestBody, ResponseBody};
 use crate::auth::AuthService;
@@ -65,7 +65,8 @@ pub async fn dispatch(
         Ok(admitted) => admitted,
         Err(rejection) => return Err(reject(&plugin, rejection, limits.block_timeout_ms)),
     };
-    metrics::histogram!(PLUGIN_QUEUE_WAIT_SECONDS, "plugin" => plugin.clone()).record(admitted.waited.as_secs_f64());
+    let waited = admitted.waited;
+    metrics::histogram!(PLUGIN_QUEUE_WAIT_SECONDS, "plugin" => plugin.clone()).record(waited.as_secs_f64());
     metrics::counter!(PLUGIN_DISPATCHED_TOTAL, "plugin" => plugin.clone()).increment(1);
 
     let body = match &entry.schema {
@@ -85,9 +86,12 @@ pub async fn dispatch(
         uri: http_compat::uri(req.uri()),
         headers: guest_headers(&req, principal.as_ref()),
         body,
+        // The slot is free only when the engine has torn the instance down, even if the
+        // client left early.
+        instance_guard: Some(Box::new(admitted)),
     };
     let response = host.runtime().handle(&entry.plugin.component, &request_limits, guest_request).await;
-    metrics::histogram!(PLUGIN_EXECUTION_SECONDS, "plugin" => plugin.clone()).record(started.elapsed().as_secs_f64() - admitted.waited.as_secs_f64());
+    metrics::histogram!(PLUGIN_EXECUTION_SECONDS, "plugin" => plugin.clone()).record((started.elapsed() - waited).as_secs_f64());
     let response = match response {
         Ok(response) => response,
         Err(err) => {
@@ -106,7 +110,7 @@ pub async fn dispatch(
         }
     }
     let length = response.body.content_length();
-    let stream = Finishing { body: response.body, entry: Some(entry), _admitted: admitted };
+    let stream = Finishing { body: response.body, entry: Some(entry) };
     Ok(match length {
         Some(n) => builder.body(SizedStream::new(n, stream)),
         None => builder.body(BodyStream::new(stream)),
@@ -209,11 +213,10 @@ fn finish(entry: &RouteEntry, outcome: &'static str, callers_fault: bool) {
     }
 }
 
-/// The guest's body; holds the instance slot until it ends, then records the outcome.
+/// The guest's body; records the outcome when it ends.
 struct Finishing {
     body: ResponseBody,
     entry: Option<Arc<RouteEntry>>,
-    _admitted: Admitted,
 }
 
 impl Stream for Finishing {
