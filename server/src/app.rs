@@ -19,6 +19,7 @@ use crate::http::{self as mw, body_deadline::BodyDeadline, guards::HeaderLimit};
 use crate::store::Store;
 use crate::plugins::registry::PluginHost;
 use crate::telemetry::Metrics;
+use crate::workflows::WorkflowService;
 
 /// Whether the server is draining: `/ready` answers 503 from the first signal on.
 #[derive(Debug, Default)]
@@ -43,6 +44,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub cas: Arc<Cas>,
     pub auth: Arc<AuthService>,
+    pub workflows: Arc<WorkflowService>,
     pub metrics: Option<Arc<Metrics>>,
     pub lifecycle: Arc<Lifecycle>,
     pub plugins: Arc<PluginHost>,
@@ -75,7 +77,8 @@ pub fn build(
                 .configure(api::workspaces::configure)
                 .configure(api::keys::configure)
                 .configure(api::cas::configure)
-                .configure(api::plugins::configure),
+                .configure(api::plugins::configure)
+                .configure(api::workflows::configure),
         )
         // Anything else may be a plugin route.
         .default_service(web::to(crate::plugins::dispatch::dispatch))

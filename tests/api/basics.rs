@@ -91,6 +91,14 @@ async fn openapi_covers_every_endpoint() {
         ("get", "/api/v1/plugins/{name}"),
         ("delete", "/api/v1/plugins/{name}"),
         ("post", "/api/v1/plugins/{name}/rollback"),
+        ("post", "/api/v1/workflows"),
+        ("get", "/api/v1/workflows"),
+        ("get", "/api/v1/workflows/{id}"),
+        ("delete", "/api/v1/workflows/{id}"),
+        ("get", "/api/v1/workflows/{id}/document"),
+        ("get", "/api/v1/workflows/{id}/patches"),
+        ("post", "/api/v1/workflows/{id}/patches"),
+        ("get", "/api/v1/workflows/{id}/events"),
     ];
     for (method, path) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the OpenAPI document");

@@ -9,3 +9,4 @@ mod hostile;
 mod lifecycle;
 mod metrics;
 mod plugins;
+mod workflows;

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cas, health, keys, pagination, plugins, workspaces};
+use super::{cas, health, keys, pagination, plugins, workflows, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,8 @@ use super::{cas, health, keys, pagination, plugins, workspaces};
         keys::create, keys::list, keys::revoke,
         cas::put_blob, cas::post_blob, cas::missing, cas::get_blob,
         plugins::upload, plugins::list, plugins::get, plugins::delete, plugins::rollback,
+        workflows::create, workflows::list, workflows::get, workflows::delete,
+        workflows::document, workflows::patches, workflows::append, workflows::events,
         openapi_json,
     ),
     components(schemas(
@@ -22,6 +24,9 @@ use super::{cas, health, keys, pagination, plugins, workspaces};
         keys::CreateKey, keys::KeyView, keys::CreatedKey, pagination::Page<keys::KeyView>,
         cas::BlobView, cas::MissingQuery, cas::MissingAnswer,
         plugins::PluginView, plugins::PluginDetail, plugins::PluginList, plugins::RouteView, plugins::VersionView, plugins::RollbackRequest,
+        workflows::CreateWorkflow, workflows::CreatedWorkflow, workflows::WorkflowSummary, pagination::Page<workflows::WorkflowSummary>,
+        workflows::WorkflowView, workflows::SnapshotView, workflows::SnapshotRef, workflows::PatchHistory,
+        workflows::AppendPatch, workflows::Appended, crate::workflows::PatchView,
         crate::store::Role,
     )),
     modifiers(&BearerAuth),

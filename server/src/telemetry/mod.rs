@@ -83,6 +83,12 @@ pub const FAMILIES: &[Family] = &[
     Family { name: PLUGIN_HEALTHY, kind: Kind::Gauge, unit: None, help: "1 while the plugin's recent requests succeed, 0 after consecutive failures.", labels: &["plugin"], max_series: PLUGIN_SERIES },
     Family { name: PLUGIN_CONSECUTIVE_FAILURES, kind: Kind::Gauge, unit: None, help: "Plugin failures since its last success.", labels: &["plugin"], max_series: PLUGIN_SERIES },
     Family { name: PLUGIN_SECONDS_SINCE_SUCCESS, kind: Kind::Gauge, unit: Some(Unit::Seconds), help: "Seconds since the plugin last answered successfully.", labels: &["plugin"], max_series: PLUGIN_SERIES },
+    Family { name: WORKFLOW_PATCHES_COMMITTED_TOTAL, kind: Kind::Counter, unit: None, help: "Workflow patches committed.", labels: &[], max_series: 1 },
+    Family { name: WORKFLOW_CONFLICTS_TOTAL, kind: Kind::Counter, unit: None, help: "Workflow patches refused because their base_version was stale (409).", labels: &[], max_series: 1 },
+    Family { name: WORKFLOW_VALIDATION_FAILURES_TOTAL, kind: Kind::Counter, unit: None, help: "Workflow writes refused by reason (patch_failed: an operation failed; invalid_document: the result is not a valid workflow).", labels: &["reason"], max_series: 2 },
+    Family { name: WORKFLOW_COMPACTIONS_TOTAL, kind: Kind::Counter, unit: None, help: "Background workflow compactions by outcome (success, failure).", labels: &["outcome"], max_series: 2 },
+    Family { name: WORKFLOW_SNAPSHOT_SIZE_BYTES, kind: Kind::Histogram, unit: Some(Unit::Bytes), help: "Size of workflow snapshots written (base documents and compactions).", labels: &[], max_series: 1 },
+    Family { name: WORKFLOW_SSE_CLIENTS, kind: Kind::Gauge, unit: None, help: "Workflow event streams connected now.", labels: &[], max_series: 1 },
 ];
 
 /// Plugins are capped by `plugins.max_plugins` (default 100); the bound allows the largest sane
