@@ -12,6 +12,7 @@ use actix_web::{App, Error, HttpRequest, ResponseError as _, web};
 
 use crate::api::{self, API_PREFIX};
 use crate::auth::AuthService;
+use crate::cache::Caches;
 use crate::cas::Cas;
 use crate::config::Config;
 use crate::error::{self, ApiError};
@@ -42,6 +43,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub cas: Arc<Cas>,
     pub auth: Arc<AuthService>,
+    pub caches: Arc<Caches>,
     pub metrics: Option<Arc<Metrics>>,
     pub lifecycle: Arc<Lifecycle>,
 }
@@ -71,7 +73,8 @@ pub fn build(
                 .wrap(from_fn(mw::auth::middleware))
                 .configure(api::workspaces::configure)
                 .configure(api::keys::configure)
-                .configure(api::cas::configure),
+                .configure(api::cas::configure)
+                .configure(api::cache::configure),
         )
         .default_service(web::to(no_route))
         .wrap(ErrorHandlers::new().default_handler(problem_body))

@@ -9,7 +9,9 @@ use actix_web::http::KeepAlive;
 
 use crate::app::{self, AppState, Lifecycle};
 use crate::auth::AuthService;
+use crate::cache::Caches;
 use crate::cas::{self, Cas};
+use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::store;
 use crate::telemetry::{Metrics, logging::LIFECYCLE};
@@ -21,11 +23,13 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let objects = cas::backend::open(&config)?;
     let cas = Arc::new(Cas::new(objects, Arc::clone(&store), config.cas.max_blob_bytes));
     let auth = Arc::new(AuthService::new(Arc::clone(&store), &config));
+    let caches = Arc::new(Caches::new(Arc::clone(&store), &config.cache, Arc::new(SystemClock)).await?);
     Ok(AppState {
         config: Arc::new(config),
         store,
         cas,
         auth,
+        caches,
         metrics,
         lifecycle: Arc::new(Lifecycle::default()),
     })
@@ -42,6 +46,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics.spawn_upkeep();
     }
     state.auth.spawn_sweeper();
+    state.caches.spawn_purger();
     let sweeper = Arc::clone(&state.cas);
     tokio::spawn(async move { sweeper.sweep_stale_temporaries().await });
 

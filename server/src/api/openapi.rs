@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cas, health, keys, pagination, workspaces};
+use super::{cache, cas, health, keys, pagination, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,12 +14,18 @@ use super::{cas, health, keys, pagination, workspaces};
         workspaces::create, workspaces::list, workspaces::delete,
         keys::create, keys::list, keys::revoke,
         cas::put_blob, cas::post_blob, cas::missing, cas::get_blob,
+        cache::store_exact, cache::lookup_exact, cache::lookup_exact_batch, cache::delete_exact_entries,
+        cache::store_semantic, cache::lookup_semantic, cache::lookup_semantic_batch, cache::delete_semantic_entries,
+        cache::get_entry, cache::delete_entry, cache::reject_entry,
         openapi_json,
     ),
     components(schemas(
         workspaces::CreateWorkspace, workspaces::WorkspaceView, pagination::Page<workspaces::WorkspaceView>,
         keys::CreateKey, keys::KeyView, keys::CreatedKey, pagination::Page<keys::KeyView>,
         cas::BlobView, cas::MissingQuery, cas::MissingAnswer,
+        cache::ExactStoreRequest, cache::ExactLookupRequest, cache::ExactBatchRequest, cache::ExactLookupAnswer, cache::ExactBatchAnswer,
+        cache::SemanticStoreRequest, cache::SemanticLookupRequest, cache::SemanticBatchRequest, cache::SemanticLookupAnswer,
+        cache::SemanticBatchAnswer, cache::StoredView, cache::EntryView, cache::DeletedView, crate::store::cache::CacheKind,
         crate::store::Role,
     )),
     modifiers(&BearerAuth),

@@ -1,11 +1,13 @@
-//! The metadata store: the only door to workspaces, keys, blob visibility and (later) workflows,
-//! plugins and caches. One trait, two implementations (SQLite for one node, PostgreSQL for many),
+//! The metadata store: the only door to workspaces, keys, blob visibility, the caches (through
+//! [`Store::cache`]) and (later) workflows and plugins. One trait, two implementations (SQLite for one node, PostgreSQL for many),
 //! both held to the same conformance suite (`conformance.rs`).
 
+pub mod cache;
 mod sql;
 pub mod postgres;
 pub mod sqlite;
 pub mod types;
+pub mod vector;
 
 #[cfg(test)]
 mod conformance;
@@ -24,6 +26,11 @@ pub enum StoreError {
     Conflict(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error(
+        "the semantic cache was created for {stored}-dimension embeddings, but cache.semantic.dimensions is {configured}; \
+         set it back to {stored}, or run `patchbay cache reindex --dimensions {configured}` (drops every semantic entry)"
+    )]
+    DimensionMismatch { stored: u32, configured: u32 },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -69,6 +76,9 @@ pub trait Store: Send + Sync + 'static {
     async fn blob_ref(&self, workspace_id: &str, digest: &str) -> StoreResult<Option<u64>>;
     /// The digests among `digests` the workspace cannot see, in the order given.
     async fn missing_blobs(&self, workspace_id: &str, digests: &[String]) -> StoreResult<Vec<String>>;
+
+    /// The caches' persistence.
+    fn cache(&self) -> &dyn cache::CacheStore;
 }
 
 /// Opens the store the configuration names and runs its migrations.

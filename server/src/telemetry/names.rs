@@ -20,3 +20,13 @@ pub const CAS_RECEIVED_BYTES_TOTAL: &str = "patchbay_cas_received_bytes_total";
 pub const CAS_SENT_BYTES_TOTAL: &str = "patchbay_cas_sent_bytes_total";
 pub const CAS_PUTS_TOTAL: &str = "patchbay_cas_puts_total";
 pub const CAS_DEDUP_HITS_TOTAL: &str = "patchbay_cas_dedup_hits_total";
+
+pub const CACHE_LOOKUPS_TOTAL: &str = "patchbay_cache_lookups_total";
+pub const CACHE_STORES_TOTAL: &str = "patchbay_cache_stores_total";
+pub const CACHE_SECONDS_SAVED_TOTAL: &str = "patchbay_cache_seconds_saved_total";
+pub const CACHE_HIT_SIMILARITY: &str = "patchbay_cache_hit_similarity";
+pub const CACHE_ENTRIES: &str = "patchbay_cache_entries";
+pub const CACHE_EVICTIONS_TOTAL: &str = "patchbay_cache_evictions_total";
+pub const CACHE_REJECTIONS_TOTAL: &str = "patchbay_cache_rejections_total";
+pub const CACHE_EMBEDDER_REQUESTS_TOTAL: &str = "patchbay_cache_embedder_requests_total";
+pub const CACHE_EMBEDDER_DURATION_SECONDS: &str = "patchbay_cache_embedder_duration_seconds";
