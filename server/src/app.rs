@@ -12,6 +12,7 @@ use actix_web::{App, Error, ResponseError as _, web};
 
 use crate::api::{self, API_PREFIX};
 use crate::auth::AuthService;
+use crate::cache::Caches;
 use crate::cas::Cas;
 use crate::config::Config;
 use crate::error::{self, ApiError};
@@ -45,6 +46,7 @@ pub struct AppState {
     pub cas: Arc<Cas>,
     pub auth: Arc<AuthService>,
     pub workflows: Arc<WorkflowService>,
+    pub caches: Arc<Caches>,
     pub metrics: Option<Arc<Metrics>>,
     pub lifecycle: Arc<Lifecycle>,
     pub plugins: Arc<PluginHost>,
@@ -78,7 +80,8 @@ pub fn build(
                 .configure(api::keys::configure)
                 .configure(api::cas::configure)
                 .configure(api::plugins::configure)
-                .configure(api::workflows::configure),
+                .configure(api::workflows::configure)
+                .configure(api::cache::configure),
         )
         // Anything else may be a plugin route.
         .default_service(web::to(crate::plugins::dispatch::dispatch))

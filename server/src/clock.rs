@@ -22,3 +22,18 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
         .ok()
         .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
+
+/// Where services read the time, so that their unit tests can move it.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+}

@@ -3,12 +3,14 @@
 //! The environment variable of a key is `PATCHBAY_` + its path upper-cased with `__` between
 //! levels (`cache.semantic.dimensions` -> `PATCHBAY_CACHE__SEMANTIC__DIMENSIONS`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+
+use crate::store::cache::IterativeScan;
 
 /// Environment variables with this prefix configure the server.
 pub const ENV_PREFIX: &str = "PATCHBAY_";
@@ -38,6 +40,7 @@ pub struct Config {
     pub plugins_dir: Option<PathBuf>,
     pub plugins: PluginsConfig,
     pub workflows: WorkflowsConfig,
+    pub cache: CacheConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +164,152 @@ pub struct WorkflowsConfig {
     pub max_patch_ops: usize,
 }
 
+/// The exact-match and semantic result caches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// TTL of entries whose node type is not in the cache's `ttl_seconds` table.
+    pub default_ttl_seconds: u64,
+    /// The longest TTL an entry may ask for with `ttl_seconds`.
+    pub max_ttl_seconds: u64,
+    /// Entries per workspace in each cache; above it the least recently hit are evicted.
+    pub max_entries_per_workspace: u64,
+    /// How often expired entries are deleted (and the entries gauge refreshed).
+    pub purge_interval_seconds: u64,
+    /// Largest inline result, as JSON text; larger results go to the CAS (`result_digest`).
+    pub max_result_bytes: usize,
+    /// Most queries in one batch lookup.
+    pub max_batch: usize,
+    pub exact: ExactCacheConfig,
+    pub semantic: SemanticCacheConfig,
+    pub embedder: EmbedderConfig,
+    /// Results (and prompts) matching one of these are refused (422 `refused-pii`, naming the
+    /// pattern). Setting the list replaces the defaults; `[]` turns the check off.
+    pub deny_list: Vec<DenyPattern>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExactCacheConfig {
+    /// TTL per node type, in seconds.
+    pub ttl_seconds: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SemanticCacheConfig {
+    /// Embedding dimension; fixed when the semantic table is first created.
+    pub dimensions: u32,
+    /// Cosine similarity a hit needs when the lookup names no threshold.
+    pub default_threshold: f64,
+    /// Bounds of a per-lookup `threshold`.
+    pub min_threshold: f64,
+    pub max_threshold: f64,
+    /// TTL per node type, in seconds.
+    pub ttl_seconds: BTreeMap<String, u64>,
+    /// Longest prompt accepted, in bytes.
+    pub max_prompt_bytes: usize,
+    /// PostgreSQL: HNSW candidates per search (`hnsw.ef_search`).
+    pub ef_search: u32,
+    /// PostgreSQL: pgvector's iterative index scan (`relaxed_order`, `strict_order`; `off` only
+    /// for comparisons: filters then hide matches).
+    pub iterative_scan: IterativeScan,
+    /// PostgreSQL: most index tuples an iterative scan visits (`hnsw.max_scan_tuples`).
+    pub max_scan_tuples: u32,
+}
+
+/// An OpenAI-compatible embeddings endpoint (`POST {url}/v1/embeddings`): Ollama, TEI, vLLM,
+/// OpenAI. Used when a semantic request carries no embedding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbedderConfig {
+    /// Base URL such as `http://127.0.0.1:11434`; absent means requests must carry embeddings.
+    pub url: Option<String>,
+    pub model: String,
+    /// Sent as `Authorization: Bearer <api_key>`.
+    pub api_key: Option<String>,
+    pub timeout_ms: u64,
+}
+
+/// A named pattern the caches refuse to store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DenyPattern {
+    /// Shown in the refusal; the matched text never is.
+    pub name: String,
+    /// A regular expression (Rust `regex` syntax).
+    pub pattern: String,
+    /// Count a match only when its digits pass the Luhn check (card numbers).
+    #[serde(default)]
+    pub luhn: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl_seconds: 86_400,
+            max_ttl_seconds: 30 * 86_400,
+            max_entries_per_workspace: 100_000,
+            purge_interval_seconds: 60,
+            max_result_bytes: 256 * 1024,
+            max_batch: 100,
+            exact: ExactCacheConfig::default(),
+            semantic: SemanticCacheConfig::default(),
+            embedder: EmbedderConfig::default(),
+            deny_list: default_deny_list(),
+        }
+    }
+}
+
+impl Default for ExactCacheConfig {
+    fn default() -> Self {
+        let ttl = [
+            ("function", 7 * 86_400),
+            ("pure", 30 * 86_400),
+            ("http_request", 3_600),
+            ("database_query", 300),
+            ("agent", 7 * 86_400),
+        ];
+        Self { ttl_seconds: ttl.into_iter().map(|(k, v)| (k.to_string(), v)).collect() }
+    }
+}
+
+impl Default for SemanticCacheConfig {
+    fn default() -> Self {
+        Self {
+            dimensions: 384,
+            default_threshold: 0.92,
+            min_threshold: 0.5,
+            max_threshold: 1.0,
+            ttl_seconds: [("agent".to_string(), 86_400)].into_iter().collect(),
+            max_prompt_bytes: 64 * 1024,
+            ef_search: 100,
+            iterative_scan: IterativeScan::RelaxedOrder,
+            max_scan_tuples: 20_000,
+        }
+    }
+}
+
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        Self { url: None, model: "all-minilm".into(), api_key: None, timeout_ms: 10_000 }
+    }
+}
+
+/// Personal data and secrets that have no place in a shared cache.
+pub fn default_deny_list() -> Vec<DenyPattern> {
+    let pattern = |name: &str, pattern: &str, luhn: bool| DenyPattern { name: name.into(), pattern: pattern.into(), luhn };
+    vec![
+        pattern("email", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", false),
+        // 13 to 19 digits, optionally grouped by spaces or dashes, that pass the Luhn check.
+        pattern("card_number", r"\b\d(?:[ -]?\d){12,18}\b", true),
+        pattern("us_ssn", r"\b\d{3}-\d{2}-\d{4}\b", false),
+        pattern("private_key", r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----", false),
+        pattern("aws_access_key_id", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", false),
+        pattern("bearer_token", r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{20,}=*", false),
+    ]
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -180,6 +329,7 @@ impl Default for Config {
             plugins_dir: None,
             plugins: PluginsConfig::default(),
             workflows: WorkflowsConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -497,6 +647,7 @@ impl Config {
                 return Err(invalid(key, value, "a whole number above 0"));
             }
         }
+        self.cache.validate()?;
         if self.database.min_connections > self.database.max_connections {
             return Err(invalid(
                 "database.min_connections",
@@ -523,6 +674,7 @@ impl Config {
             "/admin_token",
             "/metrics/token",
             "/blob/s3_secret_access_key",
+            "/cache/embedder/api_key",
         ] {
             if let Some(v) = value.pointer_mut(pointer)
                 && !v.is_null()
@@ -534,6 +686,88 @@ impl Config {
             value["database_url"] = mask_url(url).into();
         }
         value
+    }
+}
+
+/// Node types that get their own `node_type` label value; the others share `other`.
+pub const MAX_LABELED_NODE_TYPES: usize = 32;
+
+impl CacheConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, value: impl ToString, allowed: &'static str) -> ConfigError {
+            ConfigError::Invalid { key, value: value.to_string(), allowed }
+        }
+        for (key, value) in [
+            ("cache.default_ttl_seconds", self.default_ttl_seconds),
+            ("cache.max_ttl_seconds", self.max_ttl_seconds),
+            ("cache.max_entries_per_workspace", self.max_entries_per_workspace),
+            ("cache.purge_interval_seconds", self.purge_interval_seconds),
+            ("cache.max_result_bytes", self.max_result_bytes as u64),
+            ("cache.semantic.max_prompt_bytes", self.semantic.max_prompt_bytes as u64),
+            ("cache.embedder.timeout_ms", self.embedder.timeout_ms),
+            ("cache.semantic.max_scan_tuples", u64::from(self.semantic.max_scan_tuples)),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, value, "a whole number above 0"));
+            }
+        }
+        if !(1..=1000).contains(&self.max_batch) {
+            return Err(invalid("cache.max_batch", self.max_batch, "a whole number from 1 to 1000"));
+        }
+        if self.default_ttl_seconds > self.max_ttl_seconds {
+            return Err(invalid("cache.default_ttl_seconds", self.default_ttl_seconds, "at most cache.max_ttl_seconds"));
+        }
+        for (key, table) in [("cache.exact.ttl_seconds", &self.exact.ttl_seconds), ("cache.semantic.ttl_seconds", &self.semantic.ttl_seconds)] {
+            for (node_type, ttl) in table {
+                if *ttl == 0 || *ttl > self.max_ttl_seconds {
+                    return Err(invalid(key, format!("{node_type} = {ttl}"), "TTLs from 1 to cache.max_ttl_seconds"));
+                }
+                if node_type.is_empty() || node_type.len() > 64 {
+                    return Err(invalid(key, node_type, "node type names of 1 to 64 characters"));
+                }
+            }
+        }
+        let node_types: BTreeSet<&String> = self.exact.ttl_seconds.keys().chain(self.semantic.ttl_seconds.keys()).collect();
+        if node_types.len() > MAX_LABELED_NODE_TYPES {
+            return Err(invalid("cache.exact.ttl_seconds", node_types.len(), "at most 32 node types over both caches (they are metric labels)"));
+        }
+        let semantic = &self.semantic;
+        // pgvector's HNSW index takes vectors of up to 2,000 dimensions.
+        if !(1..=2000).contains(&semantic.dimensions) {
+            return Err(invalid("cache.semantic.dimensions", semantic.dimensions, "a whole number from 1 to 2000"));
+        }
+        let thresholds_ok = [semantic.min_threshold, semantic.default_threshold, semantic.max_threshold].iter().all(|t| (0.0..=1.0).contains(t))
+            && semantic.min_threshold <= semantic.default_threshold
+            && semantic.default_threshold <= semantic.max_threshold;
+        if !thresholds_ok {
+            return Err(invalid(
+                "cache.semantic.default_threshold",
+                format!("{} (bounds {} to {})", semantic.default_threshold, semantic.min_threshold, semantic.max_threshold),
+                "0 <= min_threshold <= default_threshold <= max_threshold <= 1",
+            ));
+        }
+        if !(1..=1000).contains(&semantic.ef_search) {
+            return Err(invalid("cache.semantic.ef_search", semantic.ef_search, "a whole number from 1 to 1000"));
+        }
+        if let Some(url) = &self.embedder.url {
+            let ok = url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            if !ok {
+                return Err(invalid("cache.embedder.url", url, "an http:// or https:// base URL such as http://127.0.0.1:11434"));
+            }
+            if self.embedder.model.trim().is_empty() {
+                return Err(invalid("cache.embedder.model", &self.embedder.model, "the embedding model's name"));
+            }
+        }
+        let mut names = BTreeSet::new();
+        for deny in &self.deny_list {
+            if deny.name.is_empty() || !names.insert(deny.name.as_str()) {
+                return Err(invalid("cache.deny_list", &deny.name, "patterns with distinct, non-empty names"));
+            }
+            if let Err(e) = regex::Regex::new(&deny.pattern) {
+                return Err(ConfigError::Parse(format!("cache.deny_list {}: {:?} is not a regular expression: {e}", deny.name, deny.pattern)));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -568,6 +802,7 @@ pub fn mask_url(url: &str) -> String {
 
 #[cfg(test)]
 // figment's Jail closures return figment's own (large) error type.
+// figment's Jail closures return its large error type; that is its API, not ours.
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;

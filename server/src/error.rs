@@ -168,6 +168,7 @@ impl From<crate::store::StoreError> for ApiError {
             StoreError::Conflict(what) => ApiError::conflict("already-exists", format!("{what} already exists")),
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Database(e) => ApiError::internal("metadata store failed", e),
+            e @ StoreError::DimensionMismatch { .. } => ApiError::internal("the semantic cache's dimension changed", e),
         }
     }
 }

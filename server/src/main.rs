@@ -55,6 +55,50 @@ enum Command {
         #[arg(long)]
         validate: bool,
     },
+    /// The result caches, managed offline against the configured database.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Drop every semantic cache entry and recreate the semantic table (and its index) for a
+    /// new embedding dimension. Set cache.semantic.dimensions to the same number.
+    Reindex {
+        #[arg(long)]
+        dimensions: u32,
+    },
+    /// Benchmark the semantic cache's store (insert rate, lookup p50/p99, throughput, recall@1)
+    /// and print JSON. Use a scratch database: it fixes the semantic dimension if unset.
+    #[command(hide = true)]
+    Bench {
+        #[arg(long, default_value_t = 10_000)]
+        entries: usize,
+        #[arg(long, default_value_t = 384)]
+        dimensions: u32,
+        #[arg(long, default_value_t = 1_000)]
+        queries: usize,
+        #[arg(long, default_value_t = 200)]
+        recall_queries: usize,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Share of entries put in a second workspace, so the workspace filter has work to do.
+        #[arg(long, default_value_t = 0.0)]
+        foreign_fraction: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Defaults to a temporary SQLite database; postgres://... for PostgreSQL.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// PostgreSQL: hnsw.ef_search (default: cache.semantic.ef_search).
+        #[arg(long)]
+        ef_search: Option<u32>,
+        /// Keep the benchmark's workspaces and entries.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -135,6 +179,28 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(create_key(config, workspace, role, system, expires_at, label)))
         }
         Command::Materialize { .. } => unreachable!("handled before the configuration is loaded"),
+        Command::Cache { command: CacheCommand::Reindex { dimensions } } => runtime().and_then(|rt| rt.block_on(reindex(config, dimensions))),
+        Command::Cache {
+            command: CacheCommand::Bench { entries, dimensions, queries, recall_queries, concurrency, foreign_fraction, seed, database_url, ef_search, keep },
+        } => {
+            let search = patchbay::store::cache::SemanticSearch {
+                ef_search: ef_search.unwrap_or(config.cache.semantic.ef_search),
+                iterative_scan: config.cache.semantic.iterative_scan,
+                max_scan_tuples: config.cache.semantic.max_scan_tuples,
+            };
+            let options = patchbay::cache::bench::BenchOptions {
+                entries,
+                dimensions,
+                queries,
+                recall_queries,
+                concurrency,
+                foreign_fraction,
+                seed,
+                search,
+                keep,
+            };
+            multi_thread_runtime().and_then(|rt| rt.block_on(bench(config, database_url, options)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -182,10 +248,50 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
+fn multi_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
 async fn migrate(config: Config) -> anyhow::Result<()> {
     let store = store::open(&config).await?;
+    // The semantic table's shape comes from the configuration, not from a migration.
+    store.cache().prepare_semantic(config.cache.semantic.dimensions).await?;
     eprintln!("patchbay: {} migrations are up to date", store.backend());
     Ok(())
+}
+
+async fn reindex(config: Config, dimensions: u32) -> anyhow::Result<()> {
+    let mut check = config.clone();
+    check.cache.semantic.dimensions = dimensions;
+    check.validate()?;
+    let store = store::open(&config).await?;
+    let dropped = store.cache().reindex_semantic(dimensions).await?;
+    eprintln!(
+        "patchbay: the semantic cache is empty and takes {dimensions}-dimension embeddings ({dropped} entries dropped); \
+         set cache.semantic.dimensions = {dimensions} (PATCHBAY_CACHE__SEMANTIC__DIMENSIONS={dimensions})"
+    );
+    Ok(())
+}
+
+async fn bench(mut config: Config, database_url: Option<String>, options: patchbay::cache::bench::BenchOptions) -> anyhow::Result<()> {
+    let scratch = tempfile_dir()?;
+    config.database_url = Some(match database_url {
+        Some(url) => url,
+        None => format!("sqlite://{}", scratch.join("bench.db").display()),
+    });
+    config.database.max_connections = config.database.max_connections.max(options.concurrency as u32 + 1);
+    let store = store::open(&config).await?;
+    let report = patchbay::cache::bench::run(store, &options).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!("{}", serde_json::to_string_pretty(&report?)?);
+    Ok(())
+}
+
+/// A fresh directory under the system's temporary directory.
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("patchbay-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 async fn create_key(

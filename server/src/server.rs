@@ -9,7 +9,9 @@ use actix_web::http::KeepAlive;
 
 use crate::app::{self, AppState, Lifecycle};
 use crate::auth::AuthService;
+use crate::cache::Caches;
 use crate::cas::{self, Cas};
+use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::plugins::registry::PluginHost;
 use crate::store;
@@ -26,12 +28,14 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let config = Arc::new(config);
     let plugins = Arc::new(PluginHost::new(Arc::clone(&config), Arc::clone(&store), Arc::clone(&cas))?);
     let workflows = WorkflowService::start(Arc::clone(&store), Arc::clone(&cas), config.workflows.clone()).await?;
+    let caches = Arc::new(Caches::new(Arc::clone(&store), &config.cache, Arc::new(SystemClock)).await?);
     Ok(AppState {
         config,
         store,
         cas,
         auth,
         workflows,
+        caches,
         metrics,
         lifecycle: Arc::new(Lifecycle::default()),
         plugins,
@@ -51,6 +55,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     state.auth.spawn_sweeper();
     state.plugins.start().await;
     state.plugins.spawn_sync();
+    state.caches.spawn_purger();
     let sweeper = Arc::clone(&state.cas);
     tokio::spawn(async move { sweeper.sweep_stale_temporaries().await });
 

@@ -99,6 +99,17 @@ async fn openapi_covers_every_endpoint() {
         ("get", "/api/v1/workflows/{id}/patches"),
         ("post", "/api/v1/workflows/{id}/patches"),
         ("get", "/api/v1/workflows/{id}/events"),
+        ("put", "/api/v1/cache/exact"),
+        ("delete", "/api/v1/cache/exact"),
+        ("post", "/api/v1/cache/exact/lookup"),
+        ("post", "/api/v1/cache/exact/lookup/batch"),
+        ("post", "/api/v1/cache/semantic"),
+        ("delete", "/api/v1/cache/semantic"),
+        ("post", "/api/v1/cache/semantic/lookup"),
+        ("post", "/api/v1/cache/semantic/lookup/batch"),
+        ("get", "/api/v1/cache/{cache}/{id}"),
+        ("delete", "/api/v1/cache/{cache}/{id}"),
+        ("post", "/api/v1/cache/{cache}/{id}/reject"),
     ];
     for (method, path) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the OpenAPI document");

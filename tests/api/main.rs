@@ -4,6 +4,7 @@ mod support;
 
 mod auth;
 mod basics;
+mod caches;
 mod cas;
 mod hostile;
 mod lifecycle;

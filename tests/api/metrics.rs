@@ -79,6 +79,19 @@ async fn labels_stay_bounded_under_random_traffic_and_promtool_accepts_the_scrap
         (Method::GET, format!("/api/v1/cas/{digest}"), None),
         (Method::HEAD, format!("/api/v1/cas/{digest}"), None),
         (Method::POST, "/api/v1/cas/missing".into(), Some(json!({"digests": [digest]}))),
+        (Method::PUT, "/api/v1/cache/exact".into(), Some(json!({"node_type": "function", "config": {}, "inputs": 1, "result": 1, "execution_ms": 1200}))),
+        (Method::PUT, "/api/v1/cache/exact".into(), Some(json!({"node_type": "function", "config": {}, "inputs": 2, "result": "x@example.com"}))),
+        (Method::POST, "/api/v1/cache/exact/lookup".into(), Some(json!({"node_type": "function", "config": {}, "inputs": 1}))),
+        (Method::POST, "/api/v1/cache/exact/lookup".into(), Some(json!({"node_type": "custom", "config": {}, "inputs": 1}))),
+        (Method::POST, "/api/v1/cache/exact/lookup/batch".into(), Some(json!({"queries": [{"node_type": "function", "config": {}, "inputs": 1}]}))),
+        (Method::POST, "/api/v1/cache/semantic".into(), Some(json!({"node_type": "agent", "prompt": "p", "embedding": vec![1.0; 384], "result": 1}))),
+        (Method::POST, "/api/v1/cache/semantic/lookup".into(), Some(json!({"node_type": "agent", "prompt": "q", "embedding": vec![1.0; 384]}))),
+        (Method::POST, "/api/v1/cache/semantic/lookup/batch".into(), Some(json!({"queries": [{"node_type": "agent", "prompt": "p"}]}))),
+        (Method::GET, "/api/v1/cache/exact/nope".into(), None),
+        (Method::POST, "/api/v1/cache/semantic/nope/reject".into(), None),
+        (Method::DELETE, "/api/v1/cache/semantic/nope".into(), None),
+        (Method::DELETE, "/api/v1/cache/exact?node_type=pure".into(), None),
+        (Method::DELETE, "/api/v1/cache/semantic".into(), None),
     ];
     server.with_key("not-a-key", Method::GET, "/api/v1/keys").send().await.unwrap();
     for (method, path, body) in calls {
@@ -93,7 +106,7 @@ async fn labels_stay_bounded_under_random_traffic_and_promtool_accepts_the_scrap
     }
     // 1,000 random paths and methods, with and without a key.
     let methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "PROPFIND", "BREW", "X-CUSTOM"];
-    let prefixes = ["/", "/api/v1/", "/api/v1/cas/", "/api/v1/keys/", "/api/v1/workflows/", "/api/", "/metrics/", "/ui/"];
+    let prefixes = ["/", "/api/v1/", "/api/v1/cas/", "/api/v1/keys/", "/api/v1/workflows/", "/api/v1/cache/exact/", "/api/", "/metrics/", "/ui/"];
     let requests: Vec<(String, String, bool)> = {
         let mut rng = rand::rng();
         (0..1000)
@@ -131,7 +144,7 @@ async fn labels_stay_bounded_under_random_traffic_and_promtool_accepts_the_scrap
     assert!(http.len() < 100, "random paths must not mint series: {}", http.len());
     assert!(http.iter().any(|s| s.contains("path=unmatched") && s.contains("method=OTHER")), "{http:?}");
     assert!(http.iter().any(|s| s.contains("path=/api/v1/cas/{digest}")), "route templates label paths");
-    for needed in ["patchbay_workflow_patches_committed_total", "patchbay_workflow_conflicts_total", "patchbay_workflow_sse_clients", "patchbay_workflow_snapshot_size_bytes", "patchbay_build_info", "patchbay_uptime_seconds", "patchbay_db_connections", "patchbay_db_acquire_duration_seconds", "patchbay_auth_attempts_total", "patchbay_http_request_duration_seconds", "patchbay_http_requests_in_flight", "patchbay_cas_received_bytes_total"] {
+    for needed in ["patchbay_workflow_patches_committed_total", "patchbay_workflow_conflicts_total", "patchbay_workflow_sse_clients", "patchbay_workflow_snapshot_size_bytes", "patchbay_cache_lookups_total", "patchbay_cache_stores_total", "patchbay_cache_hit_similarity", "patchbay_cache_seconds_saved_total", "patchbay_cache_evictions_total", "patchbay_build_info", "patchbay_uptime_seconds", "patchbay_db_connections", "patchbay_db_acquire_duration_seconds", "patchbay_auth_attempts_total", "patchbay_http_request_duration_seconds", "patchbay_http_requests_in_flight", "patchbay_cas_received_bytes_total"] {
         assert!(families.contains_key(needed), "{needed} missing from the scrape");
     }
     assert!(families.keys().any(|f| f.contains("resident_memory") || f.contains("cpu_seconds")), "process metrics");

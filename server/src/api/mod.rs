@@ -1,6 +1,7 @@
 //! One module per resource; each exposes `configure`. Handlers parse, check roles and map
 //! errors; the rules live in the services they call.
 
+pub mod cache;
 pub mod cas;
 pub mod health;
 pub mod keys;

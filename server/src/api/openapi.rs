@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cas, health, keys, pagination, plugins, workflows, workspaces};
+use super::{cache, cas, health, keys, pagination, plugins, workflows, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,9 @@ use super::{cas, health, keys, pagination, plugins, workflows, workspaces};
         plugins::upload, plugins::list, plugins::get, plugins::delete, plugins::rollback,
         workflows::create, workflows::list, workflows::get, workflows::delete,
         workflows::document, workflows::patches, workflows::append, workflows::events,
+        cache::store_exact, cache::lookup_exact, cache::lookup_exact_batch, cache::delete_exact_entries,
+        cache::store_semantic, cache::lookup_semantic, cache::lookup_semantic_batch, cache::delete_semantic_entries,
+        cache::get_entry, cache::delete_entry, cache::reject_entry,
         openapi_json,
     ),
     components(schemas(
@@ -27,6 +30,9 @@ use super::{cas, health, keys, pagination, plugins, workflows, workspaces};
         workflows::CreateWorkflow, workflows::CreatedWorkflow, workflows::WorkflowSummary, pagination::Page<workflows::WorkflowSummary>,
         workflows::WorkflowView, workflows::SnapshotView, workflows::SnapshotRef, workflows::PatchHistory,
         workflows::AppendPatch, workflows::Appended, crate::workflows::PatchView,
+        cache::ExactStoreRequest, cache::ExactLookupRequest, cache::ExactBatchRequest, cache::ExactLookupAnswer, cache::ExactBatchAnswer,
+        cache::SemanticStoreRequest, cache::SemanticLookupRequest, cache::SemanticBatchRequest, cache::SemanticLookupAnswer,
+        cache::SemanticBatchAnswer, cache::StoredView, cache::EntryView, cache::DeletedView, crate::store::cache::CacheKind,
         crate::store::Role,
     )),
     modifiers(&BearerAuth),

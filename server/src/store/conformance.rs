@@ -67,6 +67,8 @@ async fn run_suite(store: &dyn Store) {
     assert_eq!(store.blob_ref(&b.id, &d1).await.unwrap(), None);
     assert_eq!(store.missing_blobs(&a.id, &[d2.clone(), d1.clone()]).await.unwrap(), vec![d2.clone()]);
     assert_eq!(store.missing_blobs(&b.id, std::slice::from_ref(&d1)).await.unwrap(), vec![d1.clone()]);
+    assert_eq!(store.missing_blobs(&a.id, &[d2.clone(), d1.clone()]).await.unwrap(), std::slice::from_ref(&d2));
+    assert_eq!(store.missing_blobs(&b.id, std::slice::from_ref(&d1)).await.unwrap(), std::slice::from_ref(&d1));
     let many: Vec<String> = (0..1200).map(|i| format!("{i:064x}")).collect();
     assert_eq!(store.missing_blobs(&a.id, &many).await.unwrap().len(), 1200);
 
@@ -207,4 +209,244 @@ async fn postgres_passes_the_suite() {
     let url = crate::testing::fresh_postgres_database().await;
     let store = PostgresStore::connect(&url, &PoolOptions::default()).await.unwrap();
     run_suite(&store).await;
+}
+
+// ---- caches ----
+
+use crate::store::cache::{CacheKind, IterativeScan, NewExactEntry, NewSemanticEntry, SemanticScope, SemanticSearch};
+
+const DAY_MS: i64 = 86_400_000;
+
+fn exact_entry(id: &str, workspace_id: &str, key: &str, role: Role, now: i64) -> NewExactEntry {
+    NewExactEntry {
+        id: id.into(),
+        workspace_id: workspace_id.into(),
+        key_hash: key.into(),
+        node_type: "function".into(),
+        required_role: role,
+        result: Some(format!("{{\"by\":\"{id}\"}}")),
+        result_digest: None,
+        execution_ms: Some(1500),
+        created_at_ms: now,
+        expires_at_ms: now + DAY_MS,
+    }
+}
+
+fn semantic_entry(id: &str, workspace_id: &str, prompt: &str, embedding: Vec<f32>, role: Role, now: i64) -> NewSemanticEntry {
+    NewSemanticEntry {
+        id: id.into(),
+        workspace_id: workspace_id.into(),
+        node_type: "agent".into(),
+        required_role: role,
+        prompt: prompt.into(),
+        prompt_hash: format!("hash-{prompt}"),
+        result: format!("\"{id}\""),
+        embedding,
+        execution_ms: None,
+        created_at_ms: now,
+        expires_at_ms: now + DAY_MS,
+    }
+}
+
+fn axis(i: usize, dims: usize) -> Vec<f32> {
+    let mut v = vec![0.0; dims];
+    v[i] = 1.0;
+    v
+}
+
+async fn run_cache_suite(store: &dyn Store) {
+    let cache = store.cache();
+    let a = store.create_workspace("cache-a", 1).await.unwrap().id;
+    let b = store.create_workspace("cache-b", 1).await.unwrap().id;
+    let now = 1_000_000;
+
+    // The semantic dimension is fixed once; another is refused until a re-index.
+    cache.prepare_semantic(4).await.unwrap();
+    cache.prepare_semantic(4).await.unwrap();
+    assert!(matches!(cache.prepare_semantic(8).await, Err(StoreError::DimensionMismatch { stored: 4, configured: 8 })));
+
+    // Exact: the highest required role at or below the caller's wins; other workspaces see nothing.
+    assert_eq!(cache.insert_exact(&exact_entry("e-read", &a, "k1", Role::Read, now), 100).await.unwrap(), 0);
+    cache.insert_exact(&exact_entry("e-admin", &a, "k1", Role::Admin, now), 100).await.unwrap();
+    for (role, want) in [(Role::Read, "e-read"), (Role::Write, "e-read"), (Role::Admin, "e-admin")] {
+        let got = cache.lookup_exact(&a, "k1", role, now + 10).await.unwrap().map(|h| h.id);
+        assert_eq!(got.as_deref(), Some(want), "{role:?}");
+    }
+    assert_eq!(cache.lookup_exact(&b, "k1", Role::Admin, now).await.unwrap(), None);
+    let found = cache.lookup_exact(&a, "k1", Role::Read, now + 20).await.unwrap().unwrap();
+    assert_eq!((found.result.as_deref(), found.execution_ms, found.created_at_ms), (Some("{\"by\":\"e-read\"}"), Some(1500), now));
+    // Hits are counted with their time.
+    let entry = cache.get_entry(CacheKind::Exact, &a, "e-read", Role::Read).await.unwrap().unwrap();
+    assert_eq!((entry.hits, entry.last_hit_at_ms, entry.required_role), (3, Some(now + 20), Role::Read));
+    assert_eq!(cache.get_entry(CacheKind::Exact, &a, "e-admin", Role::Write).await.unwrap(), None, "above the caller's role");
+    assert_eq!(cache.get_entry(CacheKind::Exact, &b, "e-read", Role::Admin).await.unwrap(), None, "another workspace's");
+    // Expired entries are never served.
+    assert_eq!(cache.lookup_exact(&a, "k1", Role::Read, now + DAY_MS).await.unwrap(), None);
+
+    // Storing the same key and role again replaces the entry.
+    cache.insert_exact(&exact_entry("e-read-2", &a, "k1", Role::Read, now), 100).await.unwrap();
+    assert_eq!(cache.get_entry(CacheKind::Exact, &a, "e-read", Role::Read).await.unwrap(), None);
+    assert_eq!(cache.lookup_exact(&a, "k1", Role::Read, now).await.unwrap().unwrap().id, "e-read-2");
+    let counts = cache.entry_counts().await.unwrap();
+    assert_eq!(counts, [(CacheKind::Exact, 2), (CacheKind::Semantic, 0)]);
+
+    // Rejected entries are never served again; the next lower role's entry is.
+    assert_eq!(cache.reject_entry(CacheKind::Exact, &a, "e-admin", Role::Admin, now + 30).await.unwrap(), Some(true));
+    assert_eq!(cache.reject_entry(CacheKind::Exact, &a, "e-admin", Role::Admin, now + 40).await.unwrap(), Some(false), "once");
+    assert_eq!(cache.reject_entry(CacheKind::Exact, &a, "e-admin", Role::Write, now).await.unwrap(), None);
+    assert_eq!(cache.reject_entry(CacheKind::Exact, &b, "e-read-2", Role::Admin, now).await.unwrap(), None);
+    assert_eq!(cache.lookup_exact(&a, "k1", Role::Admin, now).await.unwrap().unwrap().id, "e-read-2");
+    assert_eq!(cache.get_entry(CacheKind::Exact, &a, "e-admin", Role::Admin).await.unwrap().unwrap().rejected_at_ms, Some(now + 30));
+
+    // The cap evicts the least recently used entries.
+    for (i, t) in [(1, 100), (2, 200), (3, 300)] {
+        cache.insert_exact(&exact_entry(&format!("c{i}"), &b, &format!("ck{i}"), Role::Read, now + t), 3).await.unwrap();
+    }
+    cache.lookup_exact(&b, "ck1", Role::Read, now + 400).await.unwrap().unwrap();
+    assert_eq!(cache.insert_exact(&exact_entry("c4", &b, "ck4", Role::Read, now + 500), 3).await.unwrap(), 1);
+    assert_eq!(cache.lookup_exact(&b, "ck2", Role::Read, now + 600).await.unwrap(), None, "c2 was least recently used");
+    for key in ["ck1", "ck3", "ck4"] {
+        assert!(cache.lookup_exact(&b, key, Role::Read, now + 600).await.unwrap().is_some(), "{key}");
+    }
+
+    // Deleting: by id (within the caller's role), by node type, all.
+    assert!(!cache.delete_entry(CacheKind::Exact, &a, "e-admin", Role::Write).await.unwrap());
+    assert!(cache.delete_entry(CacheKind::Exact, &a, "e-admin", Role::Admin).await.unwrap());
+    let mut other = exact_entry("c5", &b, "ck5", Role::Read, now);
+    other.node_type = "http_request".into();
+    cache.insert_exact(&other, 100).await.unwrap();
+    assert_eq!(cache.delete_entries(CacheKind::Exact, &b, Some("http_request")).await.unwrap(), 1);
+    assert_eq!(cache.delete_entries(CacheKind::Exact, &b, None).await.unwrap(), 3);
+    assert_eq!(cache.entry_counts().await.unwrap()[0], (CacheKind::Exact, 1));
+
+    // Large results are a CAS digest instead.
+    let mut blob = exact_entry("blob", &a, "k-blob", Role::Read, now);
+    (blob.result, blob.result_digest) = (None, Some("d".repeat(64)));
+    cache.insert_exact(&blob, 100).await.unwrap();
+    let hit = cache.lookup_exact(&a, "k-blob", Role::Read, now).await.unwrap().unwrap();
+    assert_eq!((hit.result, hit.result_digest), (None, Some("d".repeat(64))));
+
+    // Semantic: identical prompts without a vector search; nearest within the scope only.
+    cache.insert_semantic(&semantic_entry("s1", &a, "p1", vec![3.0, 4.0, 0.0, 0.0], Role::Read, now), 100).await.unwrap();
+    cache.insert_semantic(&semantic_entry("s2", &a, "p2", axis(2, 4), Role::Admin, now), 100).await.unwrap();
+    cache.insert_semantic(&semantic_entry("s3", &b, "p3", vec![1.0, 0.01, 0.0, 0.0], Role::Read, now), 100).await.unwrap();
+    let scope = |ws, role| SemanticScope { workspace_id: ws, node_type: "agent", max_role: role, now_ms: now };
+    let search = SemanticSearch::default();
+    let by_prompt = cache.semantic_by_prompt(&scope(&a, Role::Read), "p1", "hash-p1").await.unwrap().unwrap();
+    assert_eq!((by_prompt.id.as_str(), by_prompt.similarity, by_prompt.result.as_str()), ("s1", 1.0, "\"s1\""));
+    assert_eq!(cache.semantic_by_prompt(&scope(&b, Role::Admin), "p1", "hash-p1").await.unwrap(), None);
+    assert_eq!(cache.semantic_by_prompt(&scope(&a, Role::Write), "p2", "hash-p2").await.unwrap(), None);
+    let nearest = cache.semantic_nearest(&scope(&a, Role::Read), &axis(0, 4), &search).await.unwrap().unwrap();
+    assert_eq!((nearest.id.as_str(), nearest.similarity), ("s1", 0.6), "similarity exactly 3/5, computed as pgvector does");
+    let nearest = cache.semantic_nearest(&scope(&a, Role::Admin), &axis(2, 4), &search).await.unwrap().unwrap();
+    assert_eq!((nearest.id.as_str(), nearest.similarity), ("s2", 1.0));
+    assert_eq!(cache.semantic_nearest(&scope(&a, Role::Read), &axis(2, 4), &search).await.unwrap().unwrap().id, "s1");
+    let other_type = SemanticScope { node_type: "function", ..scope(&a, Role::Admin) };
+    assert_eq!(cache.semantic_nearest(&other_type, &axis(0, 4), &search).await.unwrap(), None);
+    let expired = SemanticScope { now_ms: now + DAY_MS, ..scope(&a, Role::Admin) };
+    assert_eq!(cache.semantic_nearest(&expired, &axis(0, 4), &search).await.unwrap(), None);
+    cache.record_hit(CacheKind::Semantic, "s1", now + 5).await.unwrap();
+    let entry = cache.get_entry(CacheKind::Semantic, &a, "s1", Role::Read).await.unwrap().unwrap();
+    assert_eq!((entry.hits, entry.last_hit_at_ms), (1, Some(now + 5)));
+    assert_eq!(cache.reject_entry(CacheKind::Semantic, &a, "s1", Role::Read, now).await.unwrap(), Some(true));
+    assert_eq!(cache.semantic_nearest(&scope(&a, Role::Read), &axis(0, 4), &search).await.unwrap(), None);
+    assert_eq!(cache.semantic_by_prompt(&scope(&a, Role::Read), "p1", "hash-p1").await.unwrap(), None);
+    // The same prompt again replaces its entry.
+    cache.insert_semantic(&semantic_entry("s1b", &a, "p1", axis(1, 4), Role::Read, now), 100).await.unwrap();
+    assert_eq!(cache.semantic_by_prompt(&scope(&a, Role::Read), "p1", "hash-p1").await.unwrap().unwrap().id, "s1b");
+    assert_eq!(cache.entry_counts().await.unwrap()[1], (CacheKind::Semantic, 3));
+
+    // Purging removes what expired and keeps the counts right.
+    let purged = cache.purge_expired(now + DAY_MS, 2).await.unwrap();
+    assert_eq!((purged.exact, purged.semantic), (2, 3));
+    assert_eq!(cache.entry_counts().await.unwrap(), [(CacheKind::Exact, 0), (CacheKind::Semantic, 0)]);
+
+    // Re-indexing drops the semantic entries and takes the new dimension.
+    cache.insert_semantic(&semantic_entry("s4", &a, "p4", axis(3, 4), Role::Read, now), 100).await.unwrap();
+    assert_eq!(cache.reindex_semantic(8).await.unwrap(), 1);
+    cache.prepare_semantic(8).await.unwrap();
+    assert!(matches!(cache.prepare_semantic(4).await, Err(StoreError::DimensionMismatch { stored: 8, configured: 4 })));
+    cache.insert_semantic(&semantic_entry("s5", &a, "p5", axis(7, 8), Role::Read, now), 100).await.unwrap();
+    assert_eq!(cache.semantic_nearest(&scope(&a, Role::Read), &axis(7, 8), &search).await.unwrap().unwrap().id, "s5");
+
+    // A deleted workspace takes its entries and counts along.
+    assert!(store.delete_workspace("cache-a").await.unwrap());
+    assert_eq!(cache.entry_counts().await.unwrap(), [(CacheKind::Exact, 0), (CacheKind::Semantic, 0)]);
+    let _ = IterativeScan::StrictOrder;
+}
+
+#[tokio::test]
+async fn sqlite_passes_the_cache_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = SqliteStore::connect(&url, &PoolOptions::default()).await.unwrap();
+    run_cache_suite(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_passes_the_cache_suite() {
+    let url = crate::testing::fresh_postgres_database().await;
+    let store = PostgresStore::connect(&url, &PoolOptions::default()).await.unwrap();
+    run_cache_suite(&store).await;
+}
+
+/// The HNSW index with the workspace filter: the 500 nearest neighbours of the query belong to
+/// another workspace. A plain HNSW scan returns its `ef_search` candidates and the filter leaves
+/// nothing; pgvector 0.8's iterative scan keeps walking the graph and finds ours.
+#[tokio::test]
+async fn postgres_iterative_scans_find_our_entry_behind_other_workspaces_neighbours() {
+    use sqlx::Connection as _;
+    let url = crate::testing::fresh_postgres_database().await;
+    let dims = 16;
+    let store = PostgresStore::connect(&url, &PoolOptions::default()).await.unwrap();
+    let cache = store.cache();
+    cache.prepare_semantic(dims as u32).await.unwrap();
+    let ours = store.create_workspace("ours", 1).await.unwrap().id;
+    let theirs = store.create_workspace("theirs", 1).await.unwrap().id;
+    let now = 1_000_000;
+    let query = axis(0, dims);
+    for i in 0..500 {
+        // Very close to the query, each a little different.
+        let mut v = axis(0, dims);
+        v[1 + i % (dims - 1)] = 0.01 + (i as f32) * 0.0001;
+        cache.insert_semantic(&semantic_entry(&format!("t{i}"), &theirs, &format!("t{i}"), v, Role::Read, now), u64::MAX).await.unwrap();
+    }
+    let mut mine = axis(0, dims);
+    mine[1] = 0.4; // similarity about 0.93: far behind all of theirs
+    cache.insert_semantic(&semantic_entry("mine", &ours, "mine", mine, Role::Read, now), u64::MAX).await.unwrap();
+
+    // Only the HNSW index may answer: no other index leads with the workspace, no sequential scans.
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("DROP INDEX semantic_cache_prompt, semantic_cache_lru, semantic_cache_expiry").execute(&mut admin).await.unwrap();
+    let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&mut admin).await.unwrap();
+    sqlx::query(&format!("ALTER DATABASE \"{db}\" SET enable_seqscan = off")).execute(&mut admin).await.unwrap();
+    let store = PostgresStore::connect(&url, &PoolOptions::default()).await.unwrap();
+    let cache = store.cache();
+    let mut conn = store.pool.acquire().await.unwrap();
+    for sql in [crate::store::postgres::NEAREST_STRICT, crate::store::postgres::NEAREST_RELAXED] {
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
+            .bind(crate::store::vector::to_pgvector_text(&query))
+            .bind("x")
+            .bind("agent")
+            .bind(0i16)
+            .bind(0i64)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert!(plan.iter().any(|l| l.contains("semantic_cache_embedding")), "the HNSW index answers: {plan:#?}");
+    }
+    drop(conn);
+
+    let scope = SemanticScope { workspace_id: &ours, node_type: "agent", max_role: Role::Read, now_ms: now };
+    let search = |iterative_scan| SemanticSearch { ef_search: 40, iterative_scan, max_scan_tuples: 20_000 };
+    assert_eq!(
+        cache.semantic_nearest(&scope, &query, &search(IterativeScan::Off)).await.unwrap(),
+        None,
+        "without iterative scans the filter empties the candidates: the false miss this guards against"
+    );
+    for mode in [IterativeScan::RelaxedOrder, IterativeScan::StrictOrder] {
+        let hit = cache.semantic_nearest(&scope, &query, &search(mode)).await.unwrap().unwrap_or_else(|| panic!("{mode:?} missed"));
+        assert_eq!(hit.id, "mine", "{mode:?}");
+        assert!((hit.similarity - 0.928).abs() < 0.01, "{}", hit.similarity);
+    }
 }

@@ -1,11 +1,15 @@
 //! The metadata store: the only door to workspaces, keys, blob visibility, workflows and (later)
 //! plugins and caches. One trait, two implementations (SQLite for one node, PostgreSQL for many),
+//! The metadata store: the only door to workspaces, keys, blob visibility, the caches (through
+//! [`Store::cache`]) and (later) workflows and plugins. One trait, two implementations (SQLite for one node, PostgreSQL for many),
 //! both held to the same conformance suite (`conformance.rs`).
 
+pub mod cache;
 mod sql;
 pub mod postgres;
 pub mod sqlite;
 pub mod types;
+pub mod vector;
 
 #[cfg(test)]
 mod conformance;
@@ -24,6 +28,11 @@ pub enum StoreError {
     Conflict(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error(
+        "the semantic cache was created for {stored}-dimension embeddings, but cache.semantic.dimensions is {configured}; \
+         set it back to {stored}, or run `patchbay cache reindex --dimensions {configured}` (drops every semantic entry)"
+    )]
+    DimensionMismatch { stored: u32, configured: u32 },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -109,6 +118,8 @@ pub trait Store: Send + Sync + 'static {
     /// Workflow changes committed by any node, when the backend can tell (PostgreSQL
     /// LISTEN/NOTIFY); None on SQLite, where one node sees all its own changes.
     async fn workflow_changes(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<WorkflowChange>>>;
+    /// The caches' persistence.
+    fn cache(&self) -> &dyn cache::CacheStore;
 }
 
 /// The PostgreSQL NOTIFY channel of workflow changes.

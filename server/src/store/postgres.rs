@@ -4,11 +4,12 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::Postgres;
 use tokio::sync::mpsc;
 
-use super::{PoolOptions, StoreResult, WORKFLOW_CHANNEL, WorkflowChange, sql};
+use super::cache::{IterativeScan, NewSemanticEntry, SemanticHit, SemanticScope, SemanticSearch};
+use super::{PoolOptions, StoreResult, WORKFLOW_CHANNEL, WorkflowChange, sql, vector};
 
 /// Changes buffered between the listener and its consumer.
 const CHANGE_FEED_CAPACITY: usize = 1024;
@@ -16,7 +17,7 @@ const CHANGE_FEED_CAPACITY: usize = 1024;
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     connect: PgConnectOptions,
 }
 
@@ -121,4 +122,155 @@ async fn run_change_feed(connect: PgConnectOptions, mut listener: PgListener, tx
     }
 }
 
+/// Serialises creating and re-creating the semantic table across nodes starting at once.
+const SEMANTIC_DDL_LOCK: i64 = 0x7061_7463_6862_6179; // "patchbay"
+
+/// The nearest servable entry. With relaxed ordering an iterative scan may return rows slightly
+/// out of order, so the nearest few are fetched and ordered exactly before the best is taken.
+/// The limits are literals: a parameter would leave generic plans guessing at the row count.
+pub(super) const NEAREST_RELAXED: &str = "WITH nearest AS MATERIALIZED (\
+       SELECT id, result, execution_ms, created_at, required_role, embedding <=> $1::vector AS distance \
+       FROM semantic_cache WHERE workspace_id = $2 AND node_type = $3 AND required_role <= $4 \
+       AND rejected_at IS NULL AND expires_at > $5 ORDER BY embedding <=> $1::vector LIMIT 10) \
+     SELECT id, result, execution_ms, created_at, distance FROM nearest ORDER BY distance, required_role DESC LIMIT 1";
+pub(super) const NEAREST_STRICT: &str = "SELECT id, result, execution_ms, created_at, embedding <=> $1::vector AS distance \
+     FROM semantic_cache WHERE workspace_id = $2 AND node_type = $3 AND required_role <= $4 \
+     AND rejected_at IS NULL AND expires_at > $5 ORDER BY embedding <=> $1::vector LIMIT 1";
+
+/// The semantic table for `dimensions`, with its HNSW cosine index. `dimensions` is a number
+/// checked by the configuration, never text from a request.
+fn semantic_ddl(dimensions: u32) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS semantic_cache (
+            id TEXT PRIMARY KEY,
+            workspace_id TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+            node_type TEXT NOT NULL,
+            required_role SMALLINT NOT NULL,
+            prompt TEXT NOT NULL,
+            prompt_hash TEXT NOT NULL,
+            result TEXT NOT NULL,
+            execution_ms BIGINT,
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            hits BIGINT NOT NULL DEFAULT 0,
+            last_hit_at BIGINT,
+            last_used_at BIGINT NOT NULL,
+            rejected_at BIGINT,
+            embedding vector({dimensions}) NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS semantic_cache_embedding ON semantic_cache USING hnsw (embedding vector_cosine_ops);
+        CREATE INDEX IF NOT EXISTS semantic_cache_prompt ON semantic_cache (workspace_id, node_type, prompt_hash);
+        CREATE INDEX IF NOT EXISTS semantic_cache_lru ON semantic_cache (workspace_id, last_used_at, id);
+        CREATE INDEX IF NOT EXISTS semantic_cache_expiry ON semantic_cache (expires_at);"
+    )
+}
+
+/// The semantic cache on PostgreSQL: a pgvector `vector(N)` column with an HNSW cosine index,
+/// created at start from `cache.semantic.dimensions` (migrations are static SQL, N is not).
+impl PostgresStore {
+    async fn prepare_semantic_table(&self, dimensions: u32) -> StoreResult<()> {
+        let mut conn = self.acquire().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEMANTIC_DDL_LOCK).execute(&mut *tx).await?;
+        let stored: Option<String> = sqlx::query_scalar("SELECT value FROM cache_meta WHERE key = $1")
+            .bind(vector::DIMENSIONS_KEY)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(stored) = stored {
+            tx.commit().await?;
+            return super::sqlite::check_dimensions(&stored, dimensions);
+        }
+        let ddl = semantic_ddl(dimensions);
+        sqlx::Executor::execute(&mut *tx, ddl.as_str()).await?;
+        sqlx::query("INSERT INTO cache_meta (key, value) VALUES ($1, $2)")
+            .bind(vector::DIMENSIONS_KEY)
+            .bind(dimensions.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn reindex_semantic_table(&self, dimensions: u32) -> StoreResult<u64> {
+        let mut conn = self.acquire().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEMANTIC_DDL_LOCK).execute(&mut *tx).await?;
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('semantic_cache') IS NOT NULL").fetch_one(&mut *tx).await?;
+        let dropped: i64 = if exists {
+            sqlx::query_scalar("SELECT COUNT(*) FROM semantic_cache").fetch_one(&mut *tx).await?
+        } else {
+            0
+        };
+        let ddl = format!("DROP TABLE IF EXISTS semantic_cache; {}", semantic_ddl(dimensions));
+        sqlx::Executor::execute(&mut *tx, ddl.as_str()).await?;
+        sqlx::query("DELETE FROM cache_usage WHERE cache = 'semantic'").execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO cache_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(vector::DIMENSIONS_KEY)
+            .bind(dimensions.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(dropped as u64)
+    }
+
+    async fn insert_semantic_row(conn: &mut PgConnection, e: &NewSemanticEntry) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO semantic_cache (id, workspace_id, node_type, required_role, prompt, prompt_hash, result, execution_ms, \
+             created_at, expires_at, last_used_at, embedding) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9, $11::vector)",
+        )
+        .bind(&e.id)
+        .bind(&e.workspace_id)
+        .bind(&e.node_type)
+        .bind(e.required_role.level())
+        .bind(&e.prompt)
+        .bind(&e.prompt_hash)
+        .bind(&e.result)
+        .bind(e.execution_ms)
+        .bind(e.created_at_ms)
+        .bind(e.expires_at_ms)
+        .bind(vector::to_pgvector_text(&e.embedding))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// An HNSW search with pgvector 0.8's iterative scan, so the workspace, node type and role
+    /// filters are applied while the index is walked instead of to its first `ef_search` rows:
+    /// nearest neighbours in other workspaces cannot hide this workspace's entries.
+    async fn nearest_semantic(&self, scope: &SemanticScope<'_>, query: &[f32], search: &SemanticSearch) -> StoreResult<Option<SemanticHit>> {
+        let mut conn = self.acquire().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        // Numbers and a fixed enum, never request text: safe to format into SET.
+        let settings = format!(
+            "SET LOCAL hnsw.ef_search = {}; SET LOCAL hnsw.iterative_scan = {}; SET LOCAL hnsw.max_scan_tuples = {}",
+            search.ef_search.clamp(1, 1000),
+            search.iterative_scan.as_str(),
+            search.max_scan_tuples.max(1),
+        );
+        sqlx::Executor::execute(&mut *tx, settings.as_str()).await?;
+        let sql = match search.iterative_scan {
+            IterativeScan::RelaxedOrder => NEAREST_RELAXED,
+            IterativeScan::StrictOrder | IterativeScan::Off => NEAREST_STRICT,
+        };
+        let row: Option<(String, String, Option<i64>, i64, f64)> = sqlx::query_as(sql)
+        .bind(vector::to_pgvector_text(query))
+        .bind(scope.workspace_id)
+        .bind(scope.node_type)
+        .bind(scope.max_role.level())
+        .bind(scope.now_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.map(|(id, result, execution_ms, created_at_ms, distance)| SemanticHit {
+            id,
+            // pgvector answers 1 - similarity; undoing that is exact for similarities from 0.5 to 1.
+            similarity: (1.0 - distance).clamp(-1.0, 1.0),
+            result,
+            execution_ms,
+            created_at_ms,
+        }))
+    }
+}
+
 sql::impl_sql_store!(PostgresStore, "postgres");
+sql::impl_sql_cache_store!(PostgresStore, sqlx::Postgres);

@@ -493,6 +493,10 @@ macro_rules! impl_sql_store {
             ) -> $crate::store::StoreResult<Option<tokio::sync::mpsc::Receiver<$crate::store::WorkflowChange>>> {
                 self.change_feed().await
             }
+
+            fn cache(&self) -> &dyn $crate::store::cache::CacheStore {
+                self
+            }
         }
 
         impl $store {
@@ -621,6 +625,358 @@ macro_rules! impl_sql_store {
 }
 
 pub(crate) use impl_sql_store;
+
+/// Implements [`crate::store::cache::CacheStore`] for `$store` on database `$db`. The backend
+/// provides, as inherent methods, what differs: `prepare_semantic_table`,
+/// `reindex_semantic_table`, `insert_semantic_row` (how an embedding is stored) and
+/// `nearest_semantic` (how it is searched).
+macro_rules! impl_sql_cache_store {
+    ($store:ty, $db:ty) => {
+        type CacheConn = <$db as sqlx::Database>::Connection;
+
+        #[async_trait::async_trait]
+        impl $crate::store::cache::CacheStore for $store {
+            async fn prepare_semantic(&self, dimensions: u32) -> $crate::store::StoreResult<()> {
+                self.prepare_semantic_table(dimensions).await
+            }
+
+            async fn reindex_semantic(&self, dimensions: u32) -> $crate::store::StoreResult<u64> {
+                self.reindex_semantic_table(dimensions).await
+            }
+
+            async fn insert_exact(&self, entry: &$crate::store::cache::NewExactEntry, cap: u64) -> $crate::store::StoreResult<u64> {
+                let mut conn = self.acquire().await?;
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    // A write first: SQLite then takes the write lock at once (waiting up to the
+                    // busy timeout) instead of failing to upgrade a read transaction later.
+                    let replaced = sqlx::query("DELETE FROM exact_cache WHERE workspace_id = $1 AND key_hash = $2 AND required_role = $3")
+                        .bind(&entry.workspace_id)
+                        .bind(&entry.key_hash)
+                        .bind(entry.required_role.level())
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    let inserted = sqlx::query(
+                        "INSERT INTO exact_cache (id, workspace_id, key_hash, node_type, required_role, result, result_digest, \
+                         execution_ms, created_at, expires_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9)",
+                    )
+                    .bind(&entry.id)
+                    .bind(&entry.workspace_id)
+                    .bind(&entry.key_hash)
+                    .bind(&entry.node_type)
+                    .bind(entry.required_role.level())
+                    .bind(&entry.result)
+                    .bind(&entry.result_digest)
+                    .bind(entry.execution_ms)
+                    .bind(entry.created_at_ms)
+                    .bind(entry.expires_at_ms)
+                    .execute(&mut *tx)
+                    .await;
+                    match inserted {
+                        // A concurrent store of the same key won the race: do it again, replacing it.
+                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() && attempt < 3 => {
+                            tx.rollback().await?;
+                            continue;
+                        }
+                        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                            return Err($crate::store::StoreError::NotFound("workspace"));
+                        }
+                        other => {
+                            other?;
+                        }
+                    }
+                    let evicted = enforce_cap(&mut *tx, $crate::store::cache::CacheKind::Exact, &entry.workspace_id, 1 - replaced as i64, cap).await?;
+                    tx.commit().await?;
+                    return Ok(evicted);
+                }
+            }
+
+            async fn lookup_exact(
+                &self,
+                workspace_id: &str,
+                key_hash: &str,
+                max_role: $crate::store::Role,
+                now_ms: i64,
+            ) -> $crate::store::StoreResult<Option<$crate::store::cache::ExactHit>> {
+                let mut conn = self.acquire().await?;
+                // Choosing the entry and counting its hit is one statement.
+                let row: Option<(String, Option<String>, Option<String>, Option<i64>, i64)> = sqlx::query_as(
+                    "UPDATE exact_cache SET hits = hits + 1, last_hit_at = $4, last_used_at = $4 WHERE id = (\
+                       SELECT id FROM exact_cache WHERE workspace_id = $1 AND key_hash = $2 AND required_role <= $3 \
+                       AND rejected_at IS NULL AND expires_at > $4 ORDER BY required_role DESC LIMIT 1) \
+                     RETURNING id, result, result_digest, execution_ms, created_at",
+                )
+                .bind(workspace_id)
+                .bind(key_hash)
+                .bind(max_role.level())
+                .bind(now_ms)
+                .fetch_optional(&mut *conn)
+                .await?;
+                Ok(row.map(|(id, result, result_digest, execution_ms, created_at_ms)| $crate::store::cache::ExactHit {
+                    id,
+                    result,
+                    result_digest,
+                    execution_ms,
+                    created_at_ms,
+                }))
+            }
+
+            async fn insert_semantic(&self, entry: &$crate::store::cache::NewSemanticEntry, cap: u64) -> $crate::store::StoreResult<u64> {
+                let mut conn = self.acquire().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let replaced = sqlx::query(
+                    "DELETE FROM semantic_cache WHERE workspace_id = $1 AND node_type = $2 AND prompt_hash = $3 AND required_role = $4",
+                )
+                .bind(&entry.workspace_id)
+                .bind(&entry.node_type)
+                .bind(&entry.prompt_hash)
+                .bind(entry.required_role.level())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                match Self::insert_semantic_row(&mut *tx, entry).await {
+                    Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                        return Err($crate::store::StoreError::NotFound("workspace"));
+                    }
+                    other => other?,
+                }
+                let evicted = enforce_cap(&mut *tx, $crate::store::cache::CacheKind::Semantic, &entry.workspace_id, 1 - replaced as i64, cap).await?;
+                tx.commit().await?;
+                Ok(evicted)
+            }
+
+            async fn semantic_by_prompt(
+                &self,
+                scope: &$crate::store::cache::SemanticScope<'_>,
+                prompt: &str,
+                prompt_hash: &str,
+            ) -> $crate::store::StoreResult<Option<$crate::store::cache::SemanticHit>> {
+                let mut conn = self.acquire().await?;
+                let row: Option<(String, String, Option<i64>, i64)> = sqlx::query_as(
+                    "SELECT id, result, execution_ms, created_at FROM semantic_cache \
+                     WHERE workspace_id = $1 AND node_type = $2 AND prompt_hash = $3 AND prompt = $4 AND required_role <= $5 \
+                     AND rejected_at IS NULL AND expires_at > $6 ORDER BY required_role DESC, created_at DESC LIMIT 1",
+                )
+                .bind(scope.workspace_id)
+                .bind(scope.node_type)
+                .bind(prompt_hash)
+                .bind(prompt)
+                .bind(scope.max_role.level())
+                .bind(scope.now_ms)
+                .fetch_optional(&mut *conn)
+                .await?;
+                Ok(row.map(|(id, result, execution_ms, created_at_ms)| $crate::store::cache::SemanticHit {
+                    id,
+                    similarity: 1.0,
+                    result,
+                    execution_ms,
+                    created_at_ms,
+                }))
+            }
+
+            async fn semantic_nearest(
+                &self,
+                scope: &$crate::store::cache::SemanticScope<'_>,
+                embedding: &[f32],
+                search: &$crate::store::cache::SemanticSearch,
+            ) -> $crate::store::StoreResult<Option<$crate::store::cache::SemanticHit>> {
+                self.nearest_semantic(scope, embedding, search).await
+            }
+
+            async fn record_hit(&self, kind: $crate::store::cache::CacheKind, id: &str, now_ms: i64) -> $crate::store::StoreResult<()> {
+                let mut conn = self.acquire().await?;
+                let sql = format!("UPDATE {} SET hits = hits + 1, last_hit_at = $2, last_used_at = $2 WHERE id = $1", kind.table());
+                sqlx::query(&sql).bind(id).bind(now_ms).execute(&mut *conn).await?;
+                Ok(())
+            }
+
+            async fn get_entry(
+                &self,
+                kind: $crate::store::cache::CacheKind,
+                workspace_id: &str,
+                id: &str,
+                max_role: $crate::store::Role,
+            ) -> $crate::store::StoreResult<Option<$crate::store::cache::CacheEntry>> {
+                let mut conn = self.acquire().await?;
+                let sql = format!(
+                    "SELECT id, node_type, required_role, execution_ms, created_at, expires_at, hits, last_hit_at, rejected_at \
+                     FROM {} WHERE workspace_id = $1 AND id = $2 AND required_role <= $3",
+                    kind.table()
+                );
+                #[allow(clippy::type_complexity)]
+                let row: Option<(String, String, i16, Option<i64>, i64, i64, i64, Option<i64>, Option<i64>)> =
+                    sqlx::query_as(&sql).bind(workspace_id).bind(id).bind(max_role.level()).fetch_optional(&mut *conn).await?;
+                let Some((id, node_type, role, execution_ms, created_at_ms, expires_at_ms, hits, last_hit_at_ms, rejected_at_ms)) = row else {
+                    return Ok(None);
+                };
+                let required_role = $crate::store::Role::from_level(role)
+                    .ok_or_else(|| sqlx::Error::Decode(format!("unknown role level {role}").into()))?;
+                Ok(Some($crate::store::cache::CacheEntry {
+                    id,
+                    node_type,
+                    required_role,
+                    execution_ms,
+                    created_at_ms,
+                    expires_at_ms,
+                    hits,
+                    last_hit_at_ms,
+                    rejected_at_ms,
+                }))
+            }
+
+            async fn delete_entry(
+                &self,
+                kind: $crate::store::cache::CacheKind,
+                workspace_id: &str,
+                id: &str,
+                max_role: $crate::store::Role,
+            ) -> $crate::store::StoreResult<bool> {
+                let mut conn = self.acquire().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let sql = format!("DELETE FROM {} WHERE workspace_id = $1 AND id = $2 AND required_role <= $3", kind.table());
+                let deleted = sqlx::query(&sql).bind(workspace_id).bind(id).bind(max_role.level()).execute(&mut *tx).await?.rows_affected();
+                if deleted > 0 {
+                    bump_usage(&mut *tx, kind, workspace_id, -(deleted as i64)).await?;
+                }
+                tx.commit().await?;
+                Ok(deleted > 0)
+            }
+
+            async fn delete_entries(
+                &self,
+                kind: $crate::store::cache::CacheKind,
+                workspace_id: &str,
+                node_type: Option<&str>,
+            ) -> $crate::store::StoreResult<u64> {
+                let mut conn = self.acquire().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let sql = format!("DELETE FROM {} WHERE workspace_id = $1 AND ($2 IS NULL OR node_type = $2)", kind.table());
+                let deleted = sqlx::query(&sql).bind(workspace_id).bind(node_type).execute(&mut *tx).await?.rows_affected();
+                if deleted > 0 {
+                    bump_usage(&mut *tx, kind, workspace_id, -(deleted as i64)).await?;
+                }
+                tx.commit().await?;
+                Ok(deleted)
+            }
+
+            async fn reject_entry(
+                &self,
+                kind: $crate::store::cache::CacheKind,
+                workspace_id: &str,
+                id: &str,
+                max_role: $crate::store::Role,
+                now_ms: i64,
+            ) -> $crate::store::StoreResult<Option<bool>> {
+                let mut conn = self.acquire().await?;
+                let sql = format!(
+                    "UPDATE {} SET rejected_at = $4 WHERE workspace_id = $1 AND id = $2 AND required_role <= $3 AND rejected_at IS NULL",
+                    kind.table()
+                );
+                let done = sqlx::query(&sql).bind(workspace_id).bind(id).bind(max_role.level()).bind(now_ms).execute(&mut *conn).await?;
+                if done.rows_affected() > 0 {
+                    return Ok(Some(true));
+                }
+                let sql = format!("SELECT 1 FROM {} WHERE workspace_id = $1 AND id = $2 AND required_role <= $3", kind.table());
+                let exists: Option<i32> = sqlx::query_scalar(&sql).bind(workspace_id).bind(id).bind(max_role.level()).fetch_optional(&mut *conn).await?;
+                Ok(exists.map(|_| false))
+            }
+
+            async fn purge_expired(&self, now_ms: i64, batch: u32) -> $crate::store::StoreResult<$crate::store::cache::Purged> {
+                let mut purged = $crate::store::cache::Purged::default();
+                let mut conn = self.acquire().await?;
+                for kind in $crate::store::cache::CacheKind::ALL {
+                    let sql = format!(
+                        "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE expires_at <= $1 LIMIT $2) RETURNING workspace_id",
+                        table = kind.table()
+                    );
+                    loop {
+                        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                        let workspaces: Vec<String> = sqlx::query_scalar(&sql).bind(now_ms).bind(i64::from(batch)).fetch_all(&mut *tx).await?;
+                        let mut per_workspace: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+                        for ws in &workspaces {
+                            *per_workspace.entry(ws.as_str()).or_default() += 1;
+                        }
+                        for (ws, n) in per_workspace {
+                            bump_usage(&mut *tx, kind, ws, -n).await?;
+                        }
+                        tx.commit().await?;
+                        match kind {
+                            $crate::store::cache::CacheKind::Exact => purged.exact += workspaces.len() as u64,
+                            $crate::store::cache::CacheKind::Semantic => purged.semantic += workspaces.len() as u64,
+                        }
+                        if workspaces.len() < batch as usize {
+                            break;
+                        }
+                    }
+                }
+                Ok(purged)
+            }
+
+            async fn entry_counts(&self) -> $crate::store::StoreResult<Vec<($crate::store::cache::CacheKind, u64)>> {
+                let mut conn = self.acquire().await?;
+                let rows: Vec<(String, i64)> = sqlx::query_as("SELECT cache, CAST(COALESCE(SUM(entries), 0) AS BIGINT) FROM cache_usage GROUP BY cache")
+                    .fetch_all(&mut *conn)
+                    .await?;
+                Ok($crate::store::cache::CacheKind::ALL
+                    .iter()
+                    .map(|kind| {
+                        let n = rows.iter().find(|(c, _)| c == kind.as_str()).map_or(0, |(_, n)| *n);
+                        (*kind, n.max(0) as u64)
+                    })
+                    .collect())
+            }
+        }
+
+        /// Adds `delta` to the workspace's entry count of `kind` and returns the new count.
+        async fn bump_usage(
+            conn: &mut CacheConn,
+            kind: $crate::store::cache::CacheKind,
+            workspace_id: &str,
+            delta: i64,
+        ) -> Result<i64, sqlx::Error> {
+            sqlx::query_scalar(
+                "INSERT INTO cache_usage (workspace_id, cache, entries) VALUES ($1, $2, $3) \
+                 ON CONFLICT (workspace_id, cache) DO UPDATE SET entries = cache_usage.entries + excluded.entries RETURNING entries",
+            )
+            .bind(workspace_id)
+            .bind(kind.as_str())
+            .bind(delta)
+            .fetch_one(conn)
+            .await
+        }
+
+        /// Counts an insert and evicts the least recently used entries above `cap`; returns how
+        /// many were evicted. Runs inside the insert's transaction: on PostgreSQL the usage row
+        /// lock serialises a workspace's inserts, so the cap holds across nodes.
+        async fn enforce_cap(
+            conn: &mut CacheConn,
+            kind: $crate::store::cache::CacheKind,
+            workspace_id: &str,
+            delta: i64,
+            cap: u64,
+        ) -> Result<u64, sqlx::Error> {
+            let entries = bump_usage(&mut *conn, kind, workspace_id, delta).await?;
+            let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+            if entries <= cap {
+                return Ok(0);
+            }
+            let sql = format!(
+                "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE workspace_id = $1 ORDER BY last_used_at, id LIMIT $2)",
+                table = kind.table()
+            );
+            let evicted = sqlx::query(&sql).bind(workspace_id).bind(entries - cap).execute(&mut *conn).await?.rows_affected();
+            if evicted > 0 {
+                bump_usage(&mut *conn, kind, workspace_id, -(evicted as i64)).await?;
+            }
+            Ok(evicted)
+        }
+    };
+}
+
+pub(crate) use impl_sql_cache_store;
 
 pub(crate) const SELECT_KEYS: &str = "SELECT k.id, k.workspace_id, w.name AS workspace, k.role, k.is_system, \
      k.secret_hash, k.label, k.created_at, k.expires_at, k.revoked_at \

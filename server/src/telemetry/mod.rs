@@ -30,6 +30,8 @@ pub const ALLOWED_LABELS: &[&str] = &[
 
 pub const DURATION_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 pub const SIZE_BUCKETS: &[f64] = &[100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
+/// Cosine similarity of semantic hits: fine steps where thresholds usually sit.
+pub const SIMILARITY_BUCKETS: &[f64] = &[0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.96, 0.98, 0.99, 1.0];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -51,6 +53,8 @@ pub struct Family {
 
 /// Route templates x methods x status codes stays far below this on any real deployment.
 const HTTP_SERIES: usize = 2_000;
+/// `node_type` values: the configured node types (at most 32) and `other`.
+const NODE_TYPES: usize = crate::config::MAX_LABELED_NODE_TYPES + 1;
 
 pub const FAMILIES: &[Family] = &[
     Family { name: HTTP_REQUESTS_TOTAL, kind: Kind::Counter, unit: None, help: "HTTP requests answered, by route template and status code.", labels: &["method", "path", "status_code"], max_series: HTTP_SERIES },
@@ -67,6 +71,15 @@ pub const FAMILIES: &[Family] = &[
     Family { name: CAS_RECEIVED_BYTES_TOTAL, kind: Kind::Counter, unit: Some(Unit::Bytes), help: "Blob bytes received in uploads.", labels: &[], max_series: 1 },
     Family { name: CAS_SENT_BYTES_TOTAL, kind: Kind::Counter, unit: Some(Unit::Bytes), help: "Blob bytes sent in downloads.", labels: &[], max_series: 1 },
     Family { name: CAS_PUTS_TOTAL, kind: Kind::Counter, unit: None, help: "Blob uploads by outcome (created, existing, rejected).", labels: &["outcome"], max_series: 3 },
+    Family { name: CACHE_LOOKUPS_TOTAL, kind: Kind::Counter, unit: None, help: "Cache lookups by cache, node type and outcome (hit, miss).", labels: &["cache", "node_type", "outcome"], max_series: 2 * NODE_TYPES * 2 },
+    Family { name: CACHE_STORES_TOTAL, kind: Kind::Counter, unit: None, help: "Cache stores by cache, node type and outcome (stored, refused_pii, invalid).", labels: &["cache", "node_type", "outcome"], max_series: 2 * NODE_TYPES * 3 },
+    Family { name: CACHE_SECONDS_SAVED_TOTAL, kind: Kind::Counter, unit: Some(Unit::Seconds), help: "Execution time saved by cache hits (the stored execution_ms of each hit entry).", labels: &["cache", "node_type"], max_series: 2 * NODE_TYPES },
+    Family { name: CACHE_HIT_SIMILARITY, kind: Kind::Histogram, unit: None, help: "Cosine similarity of semantic cache hits.", labels: &[], max_series: 1 },
+    Family { name: CACHE_ENTRIES, kind: Kind::Gauge, unit: None, help: "Entries in each cache over all workspaces, refreshed by the purge.", labels: &["cache"], max_series: 2 },
+    Family { name: CACHE_EVICTIONS_TOTAL, kind: Kind::Counter, unit: None, help: "Cache entries removed, by cache and reason (capacity, expired, deleted).", labels: &["cache", "reason"], max_series: 6 },
+    Family { name: CACHE_REJECTIONS_TOTAL, kind: Kind::Counter, unit: None, help: "Cache hits marked wrong by a client; they are never served again.", labels: &["cache"], max_series: 2 },
+    Family { name: CACHE_EMBEDDER_REQUESTS_TOTAL, kind: Kind::Counter, unit: None, help: "Requests to the configured embedding endpoint by outcome.", labels: &["outcome"], max_series: 2 },
+    Family { name: CACHE_EMBEDDER_DURATION_SECONDS, kind: Kind::Histogram, unit: Some(Unit::Seconds), help: "Time of requests to the configured embedding endpoint.", labels: &[], max_series: 1 },
     Family { name: CAS_DEDUP_HITS_TOTAL, kind: Kind::Counter, unit: None, help: "Uploads whose content was already stored and was not written again.", labels: &[], max_series: 1 },
     Family { name: PLUGIN_REQUESTS_TOTAL, kind: Kind::Counter, unit: None, help: "Plugin requests by outcome (ok, trap, timeout, memory, stack_overflow, shed, queue_timeout, bad_response, ...).", labels: &["plugin", "outcome"], max_series: PLUGIN_SERIES * 12 },
     Family { name: PLUGIN_DISPATCHED_TOTAL, kind: Kind::Counter, unit: None, help: "Plugin requests admitted to an instance.", labels: &["plugin"], max_series: PLUGIN_SERIES },
@@ -111,6 +124,7 @@ impl Metrics {
         let handle = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)?
             .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), SIZE_BUCKETS)?
+            .set_buckets_for_metric(Matcher::Full(CACHE_HIT_SIMILARITY.into()), SIMILARITY_BUCKETS)?
             .install_recorder()?;
         for family in FAMILIES {
             let unit = family.unit;

@@ -1,0 +1,107 @@
+//! Embeddings as the stores keep them, and cosine similarity computed the way pgvector does, so
+//! that SQLite's exact search and PostgreSQL's agree on where a threshold falls.
+
+/// The key in `cache_meta` under which the semantic table's dimension is recorded.
+pub const DIMENSIONS_KEY: &str = "semantic_dimensions";
+
+/// Little-endian f32s, 4 bytes each: how SQLite stores an embedding.
+pub fn to_le_bytes(vector: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(vector.len() * 4);
+    for x in vector {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+pub fn from_le_bytes(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// pgvector's text form, `[1,2.5,-3]`. Rust prints the shortest text that parses back to the
+/// same f32, so PostgreSQL stores exactly the vector given.
+pub fn to_pgvector_text(vector: &[f32]) -> String {
+    let mut out = String::with_capacity(vector.len() * 10 + 2);
+    out.push('[');
+    for (i, x) in vector.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&x.to_string());
+    }
+    out.push(']');
+    out
+}
+
+/// Cosine similarity as pgvector's `1 - (a <=> b)`: sums in f32, the division in f64, the
+/// result kept within [-1, 1]. `query_norm2` is the query's sum of squares, computed once.
+pub fn cosine_le_bytes(query: &[f32], query_norm2: f32, stored: &[u8]) -> f64 {
+    let mut dot = 0.0f32;
+    let mut norm2 = 0.0f32;
+    for (q, c) in query.iter().zip(stored.chunks_exact(4)) {
+        let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        dot += q * x;
+        norm2 += x * x;
+    }
+    finish(dot, query_norm2, norm2)
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    finish(dot, na, nb)
+}
+
+pub fn norm2(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum()
+}
+
+fn finish(dot: f32, na: f32, nb: f32) -> f64 {
+    let similarity = f64::from(dot) / (f64::from(na) * f64::from(nb)).sqrt();
+    if similarity.is_nan() {
+        0.0
+    } else {
+        similarity.clamp(-1.0, 1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings_round_trip_exactly() {
+        let v = vec![0.1f32, -3.5, 1e-30, 123_456.79, f32::MIN_POSITIVE];
+        assert_eq!(from_le_bytes(&to_le_bytes(&v)), v);
+        let text = to_pgvector_text(&v);
+        let parsed: Vec<f32> = text
+            .trim_matches(['[', ']'])
+            .split(',')
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(parsed, v);
+    }
+
+    #[test]
+    fn cosine_is_exact_where_the_arithmetic_is() {
+        assert_eq!(cosine(&[1.0, 0.0], &[3.0, 4.0]), 0.6);
+        assert_eq!(cosine(&[2.0, 0.0], &[2.0, 0.0]), 1.0);
+        assert_eq!(cosine(&[1.0, 0.0], &[-1.0, 0.0]), -1.0);
+        let q = [1.0f32, 0.0];
+        assert_eq!(
+            cosine_le_bytes(&q, norm2(&q), &to_le_bytes(&[3.0, 4.0])),
+            0.6
+        );
+        assert_eq!(
+            cosine(&[0.0, 0.0], &[1.0, 0.0]),
+            0.0,
+            "a zero vector is similar to nothing"
+        );
+    }
+}
