@@ -86,6 +86,8 @@ async fn openapi_covers_every_endpoint() {
         ("post", "/api/v1/cas/missing"),
         ("put", "/api/v1/cas/{digest}"),
         ("get", "/api/v1/cas/{digest}"),
+        ("get", "/"),
+        ("get", "/ui/{path}"),
     ];
     for (method, path) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the OpenAPI document");

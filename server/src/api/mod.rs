@@ -6,6 +6,7 @@ pub mod health;
 pub mod keys;
 pub mod openapi;
 pub mod pagination;
+pub mod ui;
 pub mod workspaces;
 
 /// The prefix of the versioned JSON API.

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cas, health, keys, pagination, workspaces};
+use super::{cas, health, keys, pagination, ui, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,7 @@ use super::{cas, health, keys, pagination, workspaces};
         keys::create, keys::list, keys::revoke,
         cas::put_blob, cas::post_blob, cas::missing, cas::get_blob,
         openapi_json,
+        ui::redirect_root, ui::asset,
     ),
     components(schemas(
         workspaces::CreateWorkspace, workspaces::WorkspaceView, pagination::Page<workspaces::WorkspaceView>,
