@@ -10,7 +10,7 @@
 // Worker -> page: {type: "document", reason, buffer, version, ...} | {type: "history", ...}
 //                 | {type: "live", state, detail} | {type: "error", ...}
 
-import { arrayOf, elements, members, parseRange, view } from "./jsonslice.js";
+import { arrayOf, elements, locate, members, parseRange, view } from "./jsonslice.js";
 import { follow } from "./sse.js";
 
 let wasm; // the materializer module, once loaded
@@ -86,8 +86,8 @@ async function load(reason, wasmMs = 0) {
   const fetchMs = performance.now() - f0;
 
   const t0 = performance.now();
-  const top = members(bytes, ["name", "version", "snapshot", "patches"]);
-  const snap = members(bytes, ["seq", "document"], top.snapshot.start);
+  const top = locate(bytes, { name: true, version: true, snapshot: { seq: true, document: true }, patches: true });
+  const snap = top.snapshot;
   const snapshotSeq = parseRange(bytes, snap.seq);
   const m = new wasm.Materializer(view(bytes, snap.document), snapshotSeq);
   const patchCount = top.patches ? elements(bytes, top.patches.start).length : 0;
