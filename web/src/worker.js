@@ -90,11 +90,11 @@ async function load(reason, wasmMs = 0) {
   const snap = top.snapshot;
   const snapshotSeq = parseRange(bytes, snap.seq);
   const m = new wasm.Materializer(view(bytes, snap.document), snapshotSeq);
-  const patchCount = top.patches ? elements(bytes, top.patches.start).length : 0;
   // The API's patch records go in as they are: wasm checks each record's seq follows on.
-  if (patchCount) m.apply(view(bytes, top.patches));
+  if (top.patches) m.apply(view(bytes, top.patches));
   const doc = m.document();
   const materializeMs = performance.now() - t0;
+  const patchCount = m.version() - snapshotSeq;
 
   live?.m.free();
   live = { m, name: parseRange(bytes, top.name), snapshotSeq };
