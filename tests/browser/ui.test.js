@@ -29,7 +29,9 @@ describe("web UI", { timeout: 110_000 }, () => {
 
   before(async () => {
     const t0 = Date.now();
-    server = await startServer();
+    // No compaction within the 500 patches: the page then fetches the base snapshot and all
+    // 500 patches, and the worker materializes every one of them.
+    server = await startServer({ env: { PATCHBAY_WORKFLOWS__COMPACTION_EVERY: "1000" } });
     key = await writeKey(server);
     const base = fixtures.workflow(NODES);
     const made = await server.call("POST", "/api/v1/workflows", { key, json: { name: base.name, document: base } });

@@ -8,7 +8,7 @@
 // Page -> worker: {type: "open", apiBase, key, workflowId} | {type: "sync"} | {type: "reload"}
 //                 | {type: "history", reqId, version}
 // Worker -> page: {type: "document", reason, buffer, version, ...} | {type: "history", ...}
-//                 | {type: "live", state, detail} | {type: "error", ...}
+//                 | {type: "live", state, detail} | {type: "deleted"} | {type: "error", ...}
 
 import { arrayOf, elements, locate, members, parseRange, view } from "./jsonslice.js";
 import { follow } from "./sse.js";
@@ -139,6 +139,13 @@ function startStream() {
 }
 
 function onLiveEvent(e) {
+  if (e.event === "deleted") {
+    // The server ends the stream after this; reconnecting would only find a 404.
+    stream?.stop();
+    self.postMessage({ type: "live", state: "stopped", detail: "the workflow was deleted" });
+    self.postMessage({ type: "deleted" });
+    return;
+  }
   if (e.event !== "patch" || !live) return;
   const seq = Number(e.id);
   const version = live.m.version();

@@ -4,7 +4,7 @@
 const decoder = new TextDecoder();
 
 export class WorkflowWorker {
-  /** `on`: {document(doc, info), live(state, detail), error(err)} */
+  /** `on`: {document(doc, info), live(state, detail), deleted(), error(err)} */
   constructor(on) {
     this.on = on;
     this.pending = new Map();
@@ -61,6 +61,9 @@ export class WorkflowWorker {
       }
       case "live":
         this.on.live?.(msg.state, msg.detail);
+        break;
+      case "deleted":
+        this.on.deleted?.();
         break;
       case "error": {
         const err = Object.assign(new Error(msg.message), msg);

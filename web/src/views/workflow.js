@@ -98,6 +98,12 @@ export function mountWorkflow(root, workflowId) {
       liveBadge.className = `badge ${state}`;
       liveBadge.title = detail ?? "";
     },
+    deleted: () => {
+      s.doc = null; // nothing left to edit
+      editable();
+      materialized.textContent = "This workflow was deleted.";
+      toast("This workflow was deleted by someone else.", "warn", 8000);
+    },
     error: (err) => onWorkerError(err),
   });
   worker.open(API_BASE, session.key, workflowId);
