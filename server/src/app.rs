@@ -18,6 +18,7 @@ use crate::error::{self, ApiError};
 use crate::http::{self as mw, body_deadline::BodyDeadline, guards::HeaderLimit};
 use crate::store::Store;
 use crate::telemetry::Metrics;
+use crate::workflows::WorkflowService;
 
 /// Whether the server is draining: `/ready` answers 503 from the first signal on.
 #[derive(Debug, Default)]
@@ -42,6 +43,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub cas: Arc<Cas>,
     pub auth: Arc<AuthService>,
+    pub workflows: Arc<WorkflowService>,
     pub metrics: Option<Arc<Metrics>>,
     pub lifecycle: Arc<Lifecycle>,
 }
@@ -73,7 +75,8 @@ pub fn build(
                 .wrap(from_fn(mw::auth::middleware))
                 .configure(api::workspaces::configure)
                 .configure(api::keys::configure)
-                .configure(api::cas::configure),
+                .configure(api::cas::configure)
+                .configure(api::workflows::configure),
         )
         .default_service(web::to(no_route))
         .wrap(ErrorHandlers::new().default_handler(problem_body))

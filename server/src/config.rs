@@ -34,6 +34,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
+    pub workflows: WorkflowsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,6 +145,19 @@ pub struct ShutdownConfig {
     pub timeout_ms: u64,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkflowsConfig {
+    /// Patches after the latest snapshot that trigger a background compaction (a new snapshot).
+    pub compaction_every: u64,
+    /// Interval of the comment lines that keep an idle event stream open.
+    pub sse_heartbeat_ms: u64,
+    /// Materialized documents kept in memory per node, so appends need not replay history.
+    pub document_cache_entries: usize,
+    /// Most operations one patch may hold.
+    pub max_patch_ops: usize,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -160,6 +174,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
+            workflows: WorkflowsConfig::default(),
         }
     }
 }
@@ -251,6 +266,17 @@ impl Default for ShutdownConfig {
         Self {
             drain_delay_ms: 0,
             timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for WorkflowsConfig {
+    fn default() -> Self {
+        Self {
+            compaction_every: 100,
+            sse_heartbeat_ms: 15_000,
+            document_cache_entries: 128,
+            max_patch_ops: 1_000,
         }
     }
 }
@@ -348,7 +374,7 @@ impl Config {
                 "an absolute path outside /api, such as /metrics",
             ));
         }
-        let positive: [(&'static str, u64); 8] = [
+        let positive: [(&'static str, u64); 12] = [
             ("http.max_connections", self.http.max_connections as u64),
             ("http.header_read_timeout_ms", self.http.header_read_timeout_ms),
             ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
@@ -357,6 +383,10 @@ impl Config {
             ("database.max_connections", self.database.max_connections as u64),
             ("cas.max_blob_bytes", self.cas.max_blob_bytes),
             ("auth.key_burst", self.auth.key_burst as u64),
+            ("workflows.compaction_every", self.workflows.compaction_every),
+            ("workflows.sse_heartbeat_ms", self.workflows.sse_heartbeat_ms),
+            ("workflows.document_cache_entries", self.workflows.document_cache_entries as u64),
+            ("workflows.max_patch_ops", self.workflows.max_patch_ops as u64),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -442,6 +472,8 @@ pub fn mask_url(url: &str) -> String {
 }
 
 #[cfg(test)]
+// figment's Jail closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -474,6 +506,33 @@ mod tests {
             jail.set_env("PATCHBAY_LOG__SAMPLE_RATE", "1.5");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("log.sample_rate") && err.contains("1.5"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn workflow_keys_have_defaults_env_overrides_and_bounds() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.workflows.compaction_every, 100);
+            assert_eq!(config.workflows.sse_heartbeat_ms, 15_000);
+            jail.create_file("patchbay.toml", "[workflows]\nmax_patch_ops = 50\n")?;
+            jail.set_env("PATCHBAY_WORKFLOWS__COMPACTION_EVERY", "3");
+            let config = Config::load(Some(Path::new("patchbay.toml"))).unwrap();
+            assert_eq!((config.workflows.compaction_every, config.workflows.max_patch_ops), (3, 50));
+            jail.set_env("PATCHBAY_WORKFLOWS__COMPACTION_EVERY", "0");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("workflows.compaction_every"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        figment::Jail::expect_with(|_| {
+            let example = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/patchbay.toml"));
+            let config = Config::load(Some(example)).unwrap();
+            assert_eq!(config.workflows.compaction_every, 100);
             Ok(())
         });
     }

@@ -10,8 +10,12 @@ use serde_json::{Map, Value};
 pub const PROBLEM_JSON: &str = "application/problem+json";
 const TYPE_PREFIX: &str = "urn:patchbay:problem:";
 
+/// Boxed so `Result<T, ApiError>` stays small on the happy path (one pointer for the error).
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub struct ApiError(Box<Problem>);
+
+#[derive(Debug, Clone)]
+struct Problem {
     status: StatusCode,
     kind: &'static str,
     title: &'static str,
@@ -24,25 +28,25 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Problem {
             status,
             kind,
             title,
             detail: detail.into(),
             extra: Map::new(),
             headers: Vec::new(),
-        }
+        }))
     }
 
     /// Adds a member to the problem body (RFC 9457 extension members).
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.extra.insert(key.to_string(), value.into());
+        self.0.extra.insert(key.to_string(), value.into());
         self
     }
 
     /// Adds a response header (Retry-After, Allow, Content-Range, ...).
     pub fn header(mut self, name: header::HeaderName, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
+        self.0.headers.push((name, value.into()));
         self
     }
 
@@ -55,11 +59,11 @@ impl ApiError {
     }
 
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     pub fn kind(&self) -> &'static str {
-        self.kind
+        self.0.kind
     }
 
     pub fn bad_request(kind: &'static str, detail: impl Into<String>) -> Self {
@@ -122,11 +126,12 @@ impl ApiError {
 
     pub fn body(&self) -> Value {
         let mut body = Map::new();
-        body.insert("type".into(), format!("{TYPE_PREFIX}{}", self.kind).into());
-        body.insert("title".into(), self.title.into());
-        body.insert("status".into(), self.status.as_u16().into());
-        body.insert("detail".into(), self.detail.clone().into());
-        for (k, v) in &self.extra {
+        let p = &self.0;
+        body.insert("type".into(), format!("{TYPE_PREFIX}{}", p.kind).into());
+        body.insert("title".into(), p.title.into());
+        body.insert("status".into(), p.status.as_u16().into());
+        body.insert("detail".into(), p.detail.clone().into());
+        for (k, v) in &p.extra {
             body.insert(k.clone(), v.clone());
         }
         Value::Object(body)
@@ -135,19 +140,19 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.status, self.kind, self.detail)
+        write!(f, "{} ({}): {}", self.0.status, self.0.kind, self.0.detail)
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status);
+        let mut response = HttpResponse::build(self.0.status);
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
-        for (name, value) in &self.headers {
+        for (name, value) in &self.0.headers {
             if let Ok(value) = HeaderValue::from_str(value) {
                 response.insert_header((name.clone(), value));
             }

@@ -11,5 +11,6 @@ pub mod http;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod workflows;
 #[doc(hidden)]
 pub mod testing;

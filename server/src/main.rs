@@ -1,6 +1,6 @@
 //! The `patchbay` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +33,22 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Apply patches to a document offline and print the result (no server, no database).
+    Materialize {
+        /// The base document (JSON).
+        #[arg(long)]
+        base: PathBuf,
+        /// One patch (an array of operations), an array of patches, or patch records
+        /// (`[{"seq", "ops"}, ...]` as the API lists them; seqs are checked from 1).
+        #[arg(long)]
+        patches: PathBuf,
+        /// Indent the output.
+        #[arg(long)]
+        pretty: bool,
+        /// Also check the result is a valid workflow document.
+        #[arg(long)]
+        validate: bool,
     },
 }
 
@@ -67,6 +83,19 @@ fn parse_role(text: &str) -> Result<Role, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs no configuration: works wherever the binary does.
+    if let Command::Materialize { base, patches, pretty, validate } = &cli.command {
+        return match materialize(base, patches, *pretty, *validate) {
+            Ok(document) => {
+                println!("{document}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("patchbay materialize: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
@@ -85,6 +114,7 @@ fn main() -> ExitCode {
         Command::Keys { command: KeysCommand::Create { workspace, role, system, expires_at, label } } => {
             runtime().and_then(|rt| rt.block_on(create_key(config, workspace, role, system, expires_at, label)))
         }
+        Command::Materialize { .. } => unreachable!("handled before the configuration is loaded"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,6 +123,39 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `patchbay materialize`: the document after the patches, as JSON text. A failing patch is
+/// named by its position in the file (and the version it would have made), with the failing
+/// operation's index, kind, JSON Pointer and reason.
+fn materialize(base: &Path, patches: &Path, pretty: bool, validate: bool) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use patchbay_materializer::Materializer;
+    let base_text = std::fs::read(base).with_context(|| format!("reading --base {}", base.display()))?;
+    let patches_text = std::fs::read(patches).with_context(|| format!("reading --patches {}", patches.display()))?;
+    let mut m = Materializer::from_slice(&base_text, 0).map_err(|e| anyhow::anyhow!("--base {}: {}", base.display(), e.error))?;
+    if let Err(e) = m.apply_slice(&patches_text) {
+        let which = match e.patch_index {
+            Some(i) => format!("patch #{} (index {i}) of {}", i + 1, patches.display()),
+            None => format!("--patches {}", patches.display()),
+        };
+        let op = match (e.error.op_index, &e.error.path) {
+            (Some(op), Some(path)) => format!(", operation {op} at {path:?}"),
+            (Some(op), None) => format!(", operation {op}"),
+            _ => String::new(),
+        };
+        anyhow::bail!("{which} failed{op}: {}: {} ({} patches applied before it)", e.error.kind, e.error.reason, m.version());
+    }
+    if validate && let Err(issues) = m.validate() {
+        let lines: Vec<String> = issues.iter().map(|i| format!("  {} ({}): {}", if i.pointer.is_empty() { "/" } else { &i.pointer }, i.code, i.message)).collect();
+        anyhow::bail!("the result is not a valid workflow:\n{}", lines.join("\n"));
+    }
+    let document = m.into_document();
+    Ok(if pretty {
+        serde_json::to_string_pretty(&document)?
+    } else {
+        String::from_utf8(patchbay_materializer::to_json_bytes(&document))?
+    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

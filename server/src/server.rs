@@ -13,6 +13,7 @@ use crate::cas::{self, Cas};
 use crate::config::Config;
 use crate::store;
 use crate::telemetry::{Metrics, logging::LIFECYCLE};
+use crate::workflows::WorkflowService;
 
 /// Opens the store and the blob store and builds the shared state.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
@@ -21,11 +22,13 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let objects = cas::backend::open(&config)?;
     let cas = Arc::new(Cas::new(objects, Arc::clone(&store), config.cas.max_blob_bytes));
     let auth = Arc::new(AuthService::new(Arc::clone(&store), &config));
+    let workflows = WorkflowService::start(Arc::clone(&store), Arc::clone(&cas), config.workflows.clone()).await?;
     Ok(AppState {
         config: Arc::new(config),
         store,
         cas,
         auth,
+        workflows,
         metrics,
         lifecycle: Arc::new(Lifecycle::default()),
     })
@@ -79,21 +82,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let server = server.run();
     let drain = Duration::from_millis(config.shutdown.drain_delay_ms);
-    actix_web::rt::spawn(stop_on_signal(server.handle(), Arc::clone(&state.lifecycle), drain));
+    actix_web::rt::spawn(stop_on_signal(server.handle(), Arc::clone(&state.lifecycle), Arc::clone(&state.workflows), drain));
     server.await?;
     tracing::info!(target: LIFECYCLE, "stopped");
     Ok(())
 }
 
 /// First signal: `/ready` turns 503 at once, the server keeps serving for the drain delay, then
-/// stops accepting and lets in-flight requests finish. A second signal stops at once.
-async fn stop_on_signal(handle: ServerHandle, lifecycle: Arc<Lifecycle>, drain: Duration) {
+/// stops accepting, ends workflow event streams (clients resume elsewhere) and lets in-flight
+/// requests finish. A second signal stops at once.
+async fn stop_on_signal(handle: ServerHandle, lifecycle: Arc<Lifecycle>, workflows: Arc<WorkflowService>, drain: Duration) {
     wait_for_signal().await;
     lifecycle.begin_shutdown();
     tracing::info!(target: LIFECYCLE, drain_ms = drain.as_millis() as u64, "shutting down: draining");
     let graceful = async {
         tokio::time::sleep(drain).await;
-        handle.stop(true).await;
+        // `stop` sends its command at once; ending the streams lets the graceful stop finish.
+        let stopped = handle.stop(true);
+        workflows.close_streams();
+        stopped.await;
     };
     tokio::select! {
         () = graceful => {}

@@ -8,3 +8,4 @@ mod cas;
 mod hostile;
 mod lifecycle;
 mod metrics;
+mod workflows;

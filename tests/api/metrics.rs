@@ -52,7 +52,20 @@ async fn labels_stay_bounded_under_random_traffic_and_promtool_accepts_the_scrap
         let res = server.with_key(&key, Method::POST, "/api/v1/cas").body("metrics").send().await.unwrap();
         res.json::<serde_json::Value>().await.unwrap()["digest"].as_str().unwrap().to_string()
     };
+    let workflow = {
+        let document = json!({"name": "m", "nodes": [{"id": "a", "type": "t"}], "edges": []});
+        let res = server.with_key(&key, Method::POST, "/api/v1/workflows").json(&json!({"name": "m", "document": document})).send().await.unwrap();
+        res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+    };
     let calls: Vec<(Method, String, Option<serde_json::Value>)> = vec![
+        (Method::GET, "/api/v1/workflows".into(), None),
+        (Method::GET, format!("/api/v1/workflows/{workflow}"), None),
+        (Method::GET, format!("/api/v1/workflows/{workflow}/document?at=0"), None),
+        (Method::GET, format!("/api/v1/workflows/{workflow}/patches"), None),
+        (Method::POST, format!("/api/v1/workflows/{workflow}/patches"), Some(json!({"base_version": 0, "ops": []}))),
+        (Method::POST, format!("/api/v1/workflows/{workflow}/patches"), Some(json!({"base_version": 0, "ops": []}))),
+        (Method::GET, format!("/api/v1/workflows/{workflow}/events"), None),
+        (Method::DELETE, "/api/v1/workflows/nope".into(), None),
         (Method::GET, "/health".into(), None),
         (Method::GET, "/ready".into(), None),
         (Method::GET, "/api/v1/openapi.json".into(), None),
@@ -80,7 +93,7 @@ async fn labels_stay_bounded_under_random_traffic_and_promtool_accepts_the_scrap
     }
     // 1,000 random paths and methods, with and without a key.
     let methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "PROPFIND", "BREW", "X-CUSTOM"];
-    let prefixes = ["/", "/api/v1/", "/api/v1/cas/", "/api/v1/keys/", "/api/", "/metrics/", "/ui/"];
+    let prefixes = ["/", "/api/v1/", "/api/v1/cas/", "/api/v1/keys/", "/api/v1/workflows/", "/api/", "/metrics/", "/ui/"];
     let requests: Vec<(String, String, bool)> = {
         let mut rng = rand::rng();
         (0..1000)
@@ -118,7 +131,7 @@ async fn labels_stay_bounded_under_random_traffic_and_promtool_accepts_the_scrap
     assert!(http.len() < 100, "random paths must not mint series: {}", http.len());
     assert!(http.iter().any(|s| s.contains("path=unmatched") && s.contains("method=OTHER")), "{http:?}");
     assert!(http.iter().any(|s| s.contains("path=/api/v1/cas/{digest}")), "route templates label paths");
-    for needed in ["patchbay_build_info", "patchbay_uptime_seconds", "patchbay_db_connections", "patchbay_db_acquire_duration_seconds", "patchbay_auth_attempts_total", "patchbay_http_request_duration_seconds", "patchbay_http_requests_in_flight", "patchbay_cas_received_bytes_total"] {
+    for needed in ["patchbay_workflow_patches_committed_total", "patchbay_workflow_conflicts_total", "patchbay_workflow_sse_clients", "patchbay_workflow_snapshot_size_bytes", "patchbay_build_info", "patchbay_uptime_seconds", "patchbay_db_connections", "patchbay_db_acquire_duration_seconds", "patchbay_auth_attempts_total", "patchbay_http_request_duration_seconds", "patchbay_http_requests_in_flight", "patchbay_cas_received_bytes_total"] {
         assert!(families.contains_key(needed), "{needed} missing from the scrape");
     }
     assert!(families.keys().any(|f| f.contains("resident_memory") || f.contains("cpu_seconds")), "process metrics");

@@ -228,7 +228,7 @@ pub async fn get_blob(
 }
 
 /// `If-None-Match` with our strong tag (or `*`) means the client already has the content.
-fn etag_matches(header: Option<&HeaderValue>, etag: &str) -> bool {
+pub(crate) fn etag_matches(header: Option<&HeaderValue>, etag: &str) -> bool {
     let Some(value) = header.and_then(|v| v.to_str().ok()) else {
         return false;
     };

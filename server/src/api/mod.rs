@@ -7,6 +7,7 @@ pub mod keys;
 pub mod openapi;
 pub mod pagination;
 pub mod ui;
+pub mod workflows;
 pub mod workspaces;
 
 /// The prefix of the versioned JSON API.

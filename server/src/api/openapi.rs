@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cas, health, keys, pagination, ui, workspaces};
+use super::{cas, health, keys, pagination, ui, workflows, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +14,8 @@ use super::{cas, health, keys, pagination, ui, workspaces};
         workspaces::create, workspaces::list, workspaces::delete,
         keys::create, keys::list, keys::revoke,
         cas::put_blob, cas::post_blob, cas::missing, cas::get_blob,
+        workflows::create, workflows::list, workflows::get, workflows::delete,
+        workflows::document, workflows::patches, workflows::append, workflows::events,
         openapi_json,
         ui::redirect_root, ui::asset,
     ),
@@ -21,6 +23,9 @@ use super::{cas, health, keys, pagination, ui, workspaces};
         workspaces::CreateWorkspace, workspaces::WorkspaceView, pagination::Page<workspaces::WorkspaceView>,
         keys::CreateKey, keys::KeyView, keys::CreatedKey, pagination::Page<keys::KeyView>,
         cas::BlobView, cas::MissingQuery, cas::MissingAnswer,
+        workflows::CreateWorkflow, workflows::CreatedWorkflow, workflows::WorkflowSummary, pagination::Page<workflows::WorkflowSummary>,
+        workflows::WorkflowView, workflows::SnapshotView, workflows::SnapshotRef, workflows::PatchHistory,
+        workflows::AppendPatch, workflows::Appended, crate::workflows::PatchView,
         crate::store::Role,
     )),
     modifiers(&BearerAuth),

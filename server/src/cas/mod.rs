@@ -133,6 +133,13 @@ impl Cas {
         Ok(Stored { digest, size, new_for_workspace })
     }
 
+    /// Stores bytes the server produced itself (a workflow's base document or a compaction
+    /// snapshot) for a workspace, which may then read them like any blob it uploaded.
+    pub async fn put_bytes(&self, workspace_id: &str, bytes: Bytes) -> Result<Stored, CasError> {
+        let body = futures_util::stream::iter([Ok::<_, PayloadError>(bytes)]);
+        self.put(workspace_id, None, body).await
+    }
+
     async fn feed(&self, sink: &mut Sink, chunk: Bytes) -> Result<(), CasError> {
         match sink {
             Sink::Discard => {}

@@ -65,17 +65,111 @@ async fn run_suite(store: &dyn Store) {
     assert!(!store.add_blob_ref(&a.id, &d1, 5, 2).await.unwrap());
     assert_eq!(store.blob_ref(&a.id, &d1).await.unwrap(), Some(5));
     assert_eq!(store.blob_ref(&b.id, &d1).await.unwrap(), None);
-    assert_eq!(store.missing_blobs(&a.id, &[d2.clone(), d1.clone()]).await.unwrap(), [d2.clone()]);
-    assert_eq!(store.missing_blobs(&b.id, &[d1.clone()]).await.unwrap(), [d1.clone()]);
+    assert_eq!(store.missing_blobs(&a.id, &[d2.clone(), d1.clone()]).await.unwrap(), vec![d2.clone()]);
+    assert_eq!(store.missing_blobs(&b.id, std::slice::from_ref(&d1)).await.unwrap(), vec![d1.clone()]);
     let many: Vec<String> = (0..1200).map(|i| format!("{i:064x}")).collect();
     assert_eq!(store.missing_blobs(&a.id, &many).await.unwrap().len(), 1200);
 
-    // Deleting a workspace takes its keys and references with it.
+    workflows(store, &a.id, &b.id).await;
+
+    // Deleting a workspace takes its keys, references and workflows with it.
     assert!(store.delete_workspace("alpha").await.unwrap());
     assert!(!store.delete_workspace("alpha").await.unwrap());
     assert_eq!(store.get_key("k1").await.unwrap(), None);
     assert_eq!(store.blob_ref(&a.id, &d1).await.unwrap(), None);
     assert!(store.get_key("k2").await.unwrap().is_some());
+}
+
+async fn workflows(store: &dyn Store, a: &str, b: &str) {
+    let new = |id: &str, ws: &str| NewWorkflow {
+        id: id.into(),
+        workspace_id: ws.into(),
+        name: format!("flow {id}"),
+        created_at_ms: 100,
+        base_digest: "c".repeat(64),
+        base_size: 42,
+        materializer_version: 1,
+    };
+    let w1 = store.create_workflow(&new("w1", a)).await.unwrap();
+    assert_eq!((w1.version, w1.name.as_str()), (0, "flow w1"));
+    assert!(matches!(store.create_workflow(&new("w1", a)).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.create_workflow(&new("w9", "no-such-workspace")).await, Err(StoreError::NotFound(_))));
+    store.create_workflow(&new("w2", a)).await.unwrap();
+    store.create_workflow(&new("w3", b)).await.unwrap();
+    assert_eq!(store.get_workflow(a, "w1").await.unwrap(), Some(w1.clone()));
+    assert_eq!(store.get_workflow(b, "w1").await.unwrap(), None, "another workspace's workflow is invisible");
+    let listed = store.list_workflows(a, None, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["w1", "w2"]);
+    assert_eq!(store.list_workflows(a, Some("w1"), 10).await.unwrap().len(), 1);
+
+    // Conditional appends: the expected version or nothing.
+    let append = |base: i64, ops: &str| NewPatch {
+        workflow_id: "w1".into(),
+        base_version: base,
+        ops: ops.into(),
+        author: "k1".into(),
+        created_at_ms: 200 + base,
+    };
+    let AppendOutcome::Committed(p1) = store.append_patch(&append(0, "[1]")).await.unwrap() else { panic!() };
+    assert_eq!((p1.seq, p1.ops.as_str(), p1.author.as_str()), (1, "[1]", "k1"));
+    assert_eq!(store.append_patch(&append(0, "[2]")).await.unwrap(), AppendOutcome::Conflict { current_version: 1 });
+    assert_eq!(store.append_patch(&append(5, "[2]")).await.unwrap(), AppendOutcome::Conflict { current_version: 1 });
+    for base in 1..5 {
+        assert!(matches!(store.append_patch(&append(base, "[]")).await.unwrap(), AppendOutcome::Committed(_)));
+    }
+    let mut missing = append(0, "[]");
+    missing.workflow_id = "nope".into();
+    assert_eq!(store.append_patch(&missing).await.unwrap(), AppendOutcome::NotFound);
+    let w1 = store.get_workflow(a, "w1").await.unwrap().unwrap();
+    assert_eq!((w1.version, w1.updated_at_ms), (5, 204));
+    let seqs = |ps: Vec<PatchRecord>| ps.iter().map(|p| p.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(store.list_patches("w1", 0, None, 100).await.unwrap()), [1, 2, 3, 4, 5]);
+    assert_eq!(seqs(store.list_patches("w1", 1, Some(3), 100).await.unwrap()), [2, 3]);
+    assert_eq!(seqs(store.list_patches("w1", 0, None, 2).await.unwrap()), [1, 2]);
+
+    // Snapshots: the base (seq 0) serves every materializer version; compactions their own.
+    let snap = |seq: i64, mv: i64| SnapshotRecord {
+        workflow_id: "w1".into(),
+        seq,
+        materializer_version: mv,
+        digest: format!("{seq:064}"),
+        size: seq,
+        created_at_ms: 300,
+    };
+    assert_eq!(store.latest_snapshot("w1", 7, 5).await.unwrap().unwrap().seq, 0);
+    assert!(store.insert_snapshot(&snap(3, 1)).await.unwrap());
+    assert!(!store.insert_snapshot(&snap(3, 1)).await.unwrap(), "recorded once");
+    assert!(store.insert_snapshot(&snap(4, 2)).await.unwrap());
+    let mut orphan = snap(1, 1);
+    orphan.workflow_id = "nope".into();
+    assert!(matches!(store.insert_snapshot(&orphan).await, Err(StoreError::NotFound(_))));
+    assert_eq!(store.latest_snapshot("w1", 1, 5).await.unwrap(), Some(snap(3, 1)));
+    assert_eq!(store.latest_snapshot("w1", 1, 2).await.unwrap().unwrap().seq, 0);
+    assert_eq!(store.latest_snapshot("w1", 2, 5).await.unwrap().unwrap().seq, 4);
+    let base = store.latest_snapshot("w1", 1, 0).await.unwrap().unwrap();
+    assert_eq!((base.digest.as_str(), base.size), ("c".repeat(64).as_str(), 42));
+    let listed: Vec<i64> = store.list_snapshots("w1", 1).await.unwrap().iter().map(|s| s.seq).collect();
+    assert_eq!(listed, [0, 3]);
+
+    // Deleting takes the history along; another workspace cannot.
+    assert!(!store.delete_workflow(b, "w1").await.unwrap());
+    assert!(store.delete_workflow(a, "w1").await.unwrap());
+    assert!(!store.delete_workflow(a, "w1").await.unwrap());
+    assert!(store.list_patches("w1", 0, None, 100).await.unwrap().is_empty());
+    assert!(store.list_snapshots("w1", 1).await.unwrap().is_empty());
+}
+
+#[test]
+fn change_payloads_round_trip() {
+    for change in [
+        WorkflowChange::Patch { workflow_id: "0190-ab:cd".into(), seq: 42 },
+        WorkflowChange::Deleted { workflow_id: "x".into() },
+    ] {
+        assert_eq!(WorkflowChange::parse(&change.payload().unwrap()), Some(change));
+    }
+    assert_eq!(WorkflowChange::parse("nonsense"), None);
+    assert_eq!(WorkflowChange::parse(":5"), None);
+    assert_eq!(WorkflowChange::Resync.payload(), None);
 }
 
 #[tokio::test]

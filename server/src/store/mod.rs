@@ -1,4 +1,4 @@
-//! The metadata store: the only door to workspaces, keys, blob visibility and (later) workflows,
+//! The metadata store: the only door to workspaces, keys, blob visibility, workflows and (later)
 //! plugins and caches. One trait, two implementations (SQLite for one node, PostgreSQL for many),
 //! both held to the same conformance suite (`conformance.rs`).
 
@@ -69,7 +69,37 @@ pub trait Store: Send + Sync + 'static {
     async fn blob_ref(&self, workspace_id: &str, digest: &str) -> StoreResult<Option<u64>>;
     /// The digests among `digests` the workspace cannot see, in the order given.
     async fn missing_blobs(&self, workspace_id: &str, digests: &[String]) -> StoreResult<Vec<String>>;
+
+    /// Creates a workflow at version 0 with its base snapshot (seq 0), in one transaction.
+    async fn create_workflow(&self, workflow: &NewWorkflow) -> StoreResult<Workflow>;
+    /// The workflow if it belongs to the workspace.
+    async fn get_workflow(&self, workspace_id: &str, id: &str) -> StoreResult<Option<Workflow>>;
+    /// The workspace's workflows ordered by id (creation order), after the cursor.
+    async fn list_workflows(&self, workspace_id: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<Workflow>>;
+    /// Deletes the workflow with its patches and snapshot rows. False when the workspace has no
+    /// such workflow.
+    async fn delete_workflow(&self, workspace_id: &str, id: &str) -> StoreResult<bool>;
+    /// Commits a patch as version `base_version + 1` if the workflow is still at `base_version`:
+    /// the version check, the version bump and the patch row are one transaction, so concurrent
+    /// writers can never lose or duplicate a patch. On PostgreSQL the commit also notifies
+    /// [`Store::workflow_changes`] listeners on every node.
+    async fn append_patch(&self, patch: &NewPatch) -> StoreResult<AppendOutcome>;
+    /// Patches with `after < seq <= until` (no upper bound when None), in order, at most `limit`.
+    async fn list_patches(&self, workflow_id: &str, after: i64, until: Option<i64>, limit: u32) -> StoreResult<Vec<PatchRecord>>;
+    /// Records a snapshot. False when it was already recorded; NotFound when the workflow is gone.
+    async fn insert_snapshot(&self, snapshot: &SnapshotRecord) -> StoreResult<bool>;
+    /// The latest snapshot at or before `at_most` that `materializer_version` may use: its own
+    /// compactions and the base document (seq 0, usable by every version).
+    async fn latest_snapshot(&self, workflow_id: &str, materializer_version: i64, at_most: i64) -> StoreResult<Option<SnapshotRecord>>;
+    /// Every snapshot `materializer_version` may use, by seq.
+    async fn list_snapshots(&self, workflow_id: &str, materializer_version: i64) -> StoreResult<Vec<SnapshotRecord>>;
+    /// Workflow changes committed by any node, when the backend can tell (PostgreSQL
+    /// LISTEN/NOTIFY); None on SQLite, where one node sees all its own changes.
+    async fn workflow_changes(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<WorkflowChange>>>;
 }
+
+/// The PostgreSQL NOTIFY channel of workflow changes.
+pub const WORKFLOW_CHANNEL: &str = "patchbay_workflows";
 
 /// Opens the store the configuration names and runs its migrations.
 pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {

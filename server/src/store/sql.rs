@@ -5,8 +5,10 @@
 //! implementation drowns in trait bounds. A macro stamps the same code out per backend instead,
 //! so each copy is type-checked against its own driver.
 
-/// Implements [`crate::store::Store`] for `$store`, which must have `self.pool` and an
-/// `async fn acquire(&self)` that records the pool's wait time.
+/// Implements [`crate::store::Store`] for `$store`, which must have `self.pool`, an
+/// `async fn acquire(&self)` that records the pool's wait time, and the backend-specific
+/// `async fn notify(tx, change)` (announce a workflow change inside the committing transaction)
+/// and `async fn change_feed(&self)` (hear every node's announcements).
 macro_rules! impl_sql_store {
     ($store:ty, $backend:literal) => {
         #[async_trait::async_trait]
@@ -178,6 +180,226 @@ macro_rules! impl_sql_store {
                 }
                 Ok(digests.iter().filter(|d| !present.contains(*d)).cloned().collect())
             }
+
+            async fn create_workflow(&self, wf: &$crate::store::NewWorkflow) -> $crate::store::StoreResult<$crate::store::Workflow> {
+                let mut conn = self.acquire().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO workflows (id, workspace_id, name, version, created_at, updated_at) VALUES ($1, $2, $3, 0, $4, $4)",
+                )
+                .bind(&wf.id)
+                .bind(&wf.workspace_id)
+                .bind(&wf.name)
+                .bind(wf.created_at_ms)
+                .execute(&mut *tx)
+                .await;
+                match inserted {
+                    Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                        return Err($crate::store::StoreError::NotFound("workspace"));
+                    }
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        return Err($crate::store::StoreError::Conflict("workflow"));
+                    }
+                    other => {
+                        other?;
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO workflow_snapshots (workflow_id, seq, materializer_version, digest, size, created_at) \
+                     VALUES ($1, 0, $2, $3, $4, $5)",
+                )
+                .bind(&wf.id)
+                .bind(wf.materializer_version)
+                .bind(&wf.base_digest)
+                .bind(wf.base_size)
+                .bind(wf.created_at_ms)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok($crate::store::Workflow {
+                    id: wf.id.clone(),
+                    workspace_id: wf.workspace_id.clone(),
+                    name: wf.name.clone(),
+                    version: 0,
+                    created_at_ms: wf.created_at_ms,
+                    updated_at_ms: wf.created_at_ms,
+                })
+            }
+
+            async fn get_workflow(&self, workspace_id: &str, id: &str) -> $crate::store::StoreResult<Option<$crate::store::Workflow>> {
+                let mut conn = self.acquire().await?;
+                let row = sqlx::query(
+                    "SELECT id, workspace_id, name, version, created_at, updated_at FROM workflows WHERE id = $1 AND workspace_id = $2",
+                )
+                .bind(id)
+                .bind(workspace_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+                Ok(row.map(|r| workflow_from_row(&r)).transpose()?)
+            }
+
+            async fn list_workflows(
+                &self,
+                workspace_id: &str,
+                after: Option<&str>,
+                limit: u32,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::Workflow>> {
+                let mut conn = self.acquire().await?;
+                let rows = sqlx::query(
+                    "SELECT id, workspace_id, name, version, created_at, updated_at FROM workflows \
+                     WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                )
+                .bind(workspace_id)
+                .bind(after.unwrap_or(""))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *conn)
+                .await?;
+                Ok(rows.iter().map(workflow_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn delete_workflow(&self, workspace_id: &str, id: &str) -> $crate::store::StoreResult<bool> {
+                let mut conn = self.acquire().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let deleted = sqlx::query("DELETE FROM workflows WHERE id = $1 AND workspace_id = $2")
+                    .bind(id)
+                    .bind(workspace_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if deleted.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                let change = $crate::store::WorkflowChange::Deleted { workflow_id: id.to_string() };
+                Self::notify(&mut tx, &change).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn append_patch(&self, patch: &$crate::store::NewPatch) -> $crate::store::StoreResult<$crate::store::AppendOutcome> {
+                let mut conn = self.acquire().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                // Starting with the write takes the write lock at once (SQLite) or the row lock
+                // (PostgreSQL, where a waiting writer re-checks `version` after the holder commits).
+                let bumped = sqlx::query("UPDATE workflows SET version = version + 1, updated_at = $1 WHERE id = $2 AND version = $3")
+                    .bind(patch.created_at_ms)
+                    .bind(&patch.workflow_id)
+                    .bind(patch.base_version)
+                    .execute(&mut *tx)
+                    .await?;
+                if bumped.rows_affected() == 0 {
+                    let current: Option<i64> = sqlx::query_scalar("SELECT version FROM workflows WHERE id = $1")
+                        .bind(&patch.workflow_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    tx.rollback().await?;
+                    return Ok(match current {
+                        Some(current_version) => $crate::store::AppendOutcome::Conflict { current_version },
+                        None => $crate::store::AppendOutcome::NotFound,
+                    });
+                }
+                let record = $crate::store::PatchRecord {
+                    seq: patch.base_version + 1,
+                    ops: patch.ops.clone(),
+                    author: patch.author.clone(),
+                    created_at_ms: patch.created_at_ms,
+                };
+                sqlx::query("INSERT INTO workflow_patches (workflow_id, seq, ops, author, created_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&patch.workflow_id)
+                    .bind(record.seq)
+                    .bind(&record.ops)
+                    .bind(&record.author)
+                    .bind(record.created_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                let change = $crate::store::WorkflowChange::Patch { workflow_id: patch.workflow_id.clone(), seq: record.seq };
+                Self::notify(&mut tx, &change).await?;
+                tx.commit().await?;
+                Ok($crate::store::AppendOutcome::Committed(record))
+            }
+
+            async fn list_patches(
+                &self,
+                workflow_id: &str,
+                after: i64,
+                until: Option<i64>,
+                limit: u32,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::PatchRecord>> {
+                let mut conn = self.acquire().await?;
+                let rows = sqlx::query(
+                    "SELECT seq, ops, author, created_at FROM workflow_patches \
+                     WHERE workflow_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
+                )
+                .bind(workflow_id)
+                .bind(after)
+                .bind(until.unwrap_or(i64::MAX))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *conn)
+                .await?;
+                Ok(rows.iter().map(patch_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn insert_snapshot(&self, snapshot: &$crate::store::SnapshotRecord) -> $crate::store::StoreResult<bool> {
+                let mut conn = self.acquire().await?;
+                let done = sqlx::query(
+                    "INSERT INTO workflow_snapshots (workflow_id, seq, materializer_version, digest, size, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workflow_id, seq, materializer_version) DO NOTHING",
+                )
+                .bind(&snapshot.workflow_id)
+                .bind(snapshot.seq)
+                .bind(snapshot.materializer_version)
+                .bind(&snapshot.digest)
+                .bind(snapshot.size)
+                .bind(snapshot.created_at_ms)
+                .execute(&mut *conn)
+                .await;
+                match done {
+                    Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Err($crate::store::StoreError::NotFound("workflow")),
+                    other => Ok(other?.rows_affected() > 0),
+                }
+            }
+
+            async fn latest_snapshot(
+                &self,
+                workflow_id: &str,
+                materializer_version: i64,
+                at_most: i64,
+            ) -> $crate::store::StoreResult<Option<$crate::store::SnapshotRecord>> {
+                let mut conn = self.acquire().await?;
+                let row = sqlx::query(
+                    "SELECT workflow_id, seq, materializer_version, digest, size, created_at FROM workflow_snapshots \
+                     WHERE workflow_id = $1 AND (materializer_version = $2 OR seq = 0) AND seq <= $3 \
+                     ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(workflow_id)
+                .bind(materializer_version)
+                .bind(at_most)
+                .fetch_optional(&mut *conn)
+                .await?;
+                Ok(row.map(|r| snapshot_from_row(&r)).transpose()?)
+            }
+
+            async fn list_snapshots(
+                &self,
+                workflow_id: &str,
+                materializer_version: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::SnapshotRecord>> {
+                let mut conn = self.acquire().await?;
+                let rows = sqlx::query(
+                    "SELECT workflow_id, seq, materializer_version, digest, size, created_at FROM workflow_snapshots \
+                     WHERE workflow_id = $1 AND (materializer_version = $2 OR seq = 0) ORDER BY seq",
+                )
+                .bind(workflow_id)
+                .bind(materializer_version)
+                .fetch_all(&mut *conn)
+                .await?;
+                Ok(rows.iter().map(snapshot_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn workflow_changes(
+                &self,
+            ) -> $crate::store::StoreResult<Option<tokio::sync::mpsc::Receiver<$crate::store::WorkflowChange>>> {
+                self.change_feed().await
+            }
         }
 
         impl $store {
@@ -218,6 +440,52 @@ macro_rules! impl_sql_store {
                 use $crate::store::Store as _;
                 self.get_key(&key.id).await?.ok_or($crate::store::StoreError::NotFound("key"))
             }
+        }
+
+        fn workflow_from_row<R: sqlx::Row>(row: &R) -> Result<$crate::store::Workflow, sqlx::Error>
+        where
+            for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'a> &'a str: sqlx::ColumnIndex<R>,
+        {
+            Ok($crate::store::Workflow {
+                id: row.try_get("id")?,
+                workspace_id: row.try_get("workspace_id")?,
+                name: row.try_get("name")?,
+                version: row.try_get("version")?,
+                created_at_ms: row.try_get("created_at")?,
+                updated_at_ms: row.try_get("updated_at")?,
+            })
+        }
+
+        fn patch_from_row<R: sqlx::Row>(row: &R) -> Result<$crate::store::PatchRecord, sqlx::Error>
+        where
+            for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'a> &'a str: sqlx::ColumnIndex<R>,
+        {
+            Ok($crate::store::PatchRecord {
+                seq: row.try_get("seq")?,
+                ops: row.try_get("ops")?,
+                author: row.try_get("author")?,
+                created_at_ms: row.try_get("created_at")?,
+            })
+        }
+
+        fn snapshot_from_row<R: sqlx::Row>(row: &R) -> Result<$crate::store::SnapshotRecord, sqlx::Error>
+        where
+            for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'a> &'a str: sqlx::ColumnIndex<R>,
+        {
+            Ok($crate::store::SnapshotRecord {
+                workflow_id: row.try_get("workflow_id")?,
+                seq: row.try_get("seq")?,
+                materializer_version: row.try_get("materializer_version")?,
+                digest: row.try_get("digest")?,
+                size: row.try_get("size")?,
+                created_at_ms: row.try_get("created_at")?,
+            })
         }
 
         fn workspace_from_row<R: sqlx::Row>(row: &R) -> Result<$crate::store::Workspace, sqlx::Error>

@@ -7,7 +7,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Sqlite;
 
-use super::{PoolOptions, StoreResult, sql};
+use super::{PoolOptions, StoreResult, WorkflowChange, sql};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -41,6 +41,15 @@ impl SqliteStore {
         let conn = self.pool.acquire().await?;
         sql::record_acquire(started);
         Ok(conn)
+    }
+
+    /// One SQLite database serves one node, which hears its own changes in process.
+    async fn notify(_tx: &mut sqlx::Transaction<'_, Sqlite>, _change: &WorkflowChange) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn change_feed(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<WorkflowChange>>> {
+        Ok(None)
     }
 }
 

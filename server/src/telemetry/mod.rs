@@ -68,6 +68,12 @@ pub const FAMILIES: &[Family] = &[
     Family { name: CAS_SENT_BYTES_TOTAL, kind: Kind::Counter, unit: Some(Unit::Bytes), help: "Blob bytes sent in downloads.", labels: &[], max_series: 1 },
     Family { name: CAS_PUTS_TOTAL, kind: Kind::Counter, unit: None, help: "Blob uploads by outcome (created, existing, rejected).", labels: &["outcome"], max_series: 3 },
     Family { name: CAS_DEDUP_HITS_TOTAL, kind: Kind::Counter, unit: None, help: "Uploads whose content was already stored and was not written again.", labels: &[], max_series: 1 },
+    Family { name: WORKFLOW_PATCHES_COMMITTED_TOTAL, kind: Kind::Counter, unit: None, help: "Workflow patches committed.", labels: &[], max_series: 1 },
+    Family { name: WORKFLOW_CONFLICTS_TOTAL, kind: Kind::Counter, unit: None, help: "Workflow patches refused because their base_version was stale (409).", labels: &[], max_series: 1 },
+    Family { name: WORKFLOW_VALIDATION_FAILURES_TOTAL, kind: Kind::Counter, unit: None, help: "Workflow writes refused by reason (patch_failed: an operation failed; invalid_document: the result is not a valid workflow).", labels: &["reason"], max_series: 2 },
+    Family { name: WORKFLOW_COMPACTIONS_TOTAL, kind: Kind::Counter, unit: None, help: "Background workflow compactions by outcome (success, failure).", labels: &["outcome"], max_series: 2 },
+    Family { name: WORKFLOW_SNAPSHOT_SIZE_BYTES, kind: Kind::Histogram, unit: Some(Unit::Bytes), help: "Size of workflow snapshots written (base documents and compactions).", labels: &[], max_series: 1 },
+    Family { name: WORKFLOW_SSE_CLIENTS, kind: Kind::Gauge, unit: None, help: "Workflow event streams connected now.", labels: &[], max_series: 1 },
 ];
 
 /// Process figures (CPU, memory, file descriptors) come from `metrics-process` with our prefix.

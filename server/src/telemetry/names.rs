@@ -20,3 +20,10 @@ pub const CAS_RECEIVED_BYTES_TOTAL: &str = "patchbay_cas_received_bytes_total";
 pub const CAS_SENT_BYTES_TOTAL: &str = "patchbay_cas_sent_bytes_total";
 pub const CAS_PUTS_TOTAL: &str = "patchbay_cas_puts_total";
 pub const CAS_DEDUP_HITS_TOTAL: &str = "patchbay_cas_dedup_hits_total";
+
+pub const WORKFLOW_PATCHES_COMMITTED_TOTAL: &str = "patchbay_workflow_patches_committed_total";
+pub const WORKFLOW_CONFLICTS_TOTAL: &str = "patchbay_workflow_conflicts_total";
+pub const WORKFLOW_VALIDATION_FAILURES_TOTAL: &str = "patchbay_workflow_validation_failures_total";
+pub const WORKFLOW_COMPACTIONS_TOTAL: &str = "patchbay_workflow_compactions_total";
+pub const WORKFLOW_SNAPSHOT_SIZE_BYTES: &str = "patchbay_workflow_snapshot_size_bytes";
+pub const WORKFLOW_SSE_CLIENTS: &str = "patchbay_workflow_sse_clients";
