@@ -5,7 +5,7 @@
 import { NODE_H, NODE_W } from "./layout.js";
 import { displayName } from "../ops.js";
 
-const LABEL_CHARS = 22;
+const LABEL_CHARS = 21;
 
 const esc = (s) =>
   String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);

@@ -66,7 +66,7 @@ export function mountWorkflow(root, workflowId) {
   const slider = h("input", { id: "history-slider", type: "range", min: 0, max: 0, value: 0, step: 1, disabled: true, "aria-label": "Version" });
   const historyLabel = h("p", { class: "small", id: "history-label" }, "—");
   const latestBtn = h("button", { type: "button", id: "history-latest", hidden: true, onclick: () => showLatest() }, "Back to latest");
-  const activity = h("ol", { class: "activity", id: "activity" });
+  const activity = h("ol", { class: "activity", id: "activity" }, h("li", { class: "muted" }, "Live changes will show here."));
 
   root.append(
     h("div", { class: "workspace" },
@@ -355,6 +355,7 @@ export function mountWorkflow(root, workflowId) {
   }
 
   function logActivity(info) {
+    activity.querySelector("li.muted")?.remove();
     const who = info.authors?.length ? info.authors.join(", ") : "this tab";
     activity.prepend(h("li", {}, h("strong", {}, `v${fmt(info.version)}`), ` ${info.applied} patch${info.applied === 1 ? "" : "es"} by ${who}, applied in ${ms(info.applyMs)} ms`));
     while (activity.children.length > 8) activity.lastChild.remove();
