@@ -23,4 +23,9 @@ fn main() {
     println!("cargo:rustc-env=PATCHBAY_RUSTC_VERSION={rustc_version}");
     println!("cargo:rerun-if-changed=../.git/HEAD");
     println!("cargo:rerun-if-changed=../.git/refs/heads");
+    // Release builds embed web/ (api/ui.rs, rust-embed); rebuild when any file there changes or
+    // appears (web/pkg, built later by `cargo xtask wasm`). Debug builds read web/ from disk.
+    if std::env::var("PROFILE").as_deref() == Ok("release") {
+        println!("cargo:rerun-if-changed=../web");
+    }
 }

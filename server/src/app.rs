@@ -73,6 +73,8 @@ pub fn build(
         .app_data(web::QueryConfig::default().error_handler(error::extractors::query))
         .configure(|cfg| api::health::configure(cfg, metrics_path.as_deref()))
         .configure(api::openapi::configure)
+        // The web UI's static files: public, outside the authenticated /api/v1 scope.
+        .configure(api::ui::configure)
         .service(
             web::scope(API_PREFIX)
                 .wrap(from_fn(mw::auth::middleware))

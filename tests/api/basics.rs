@@ -110,6 +110,8 @@ async fn openapi_covers_every_endpoint() {
         ("get", "/api/v1/cache/{cache}/{id}"),
         ("delete", "/api/v1/cache/{cache}/{id}"),
         ("post", "/api/v1/cache/{cache}/{id}/reject"),
+        ("get", "/"),
+        ("get", "/ui/{path}"),
     ];
     for (method, path) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the OpenAPI document");

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod openapi;
 pub mod pagination;
 pub mod plugins;
+pub mod ui;
 pub mod workflows;
 pub mod workspaces;
 

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cache, cas, health, keys, pagination, plugins, workflows, workspaces};
+use super::{cache, cas, health, keys, pagination, plugins, ui, workflows, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,7 @@ use super::{cache, cas, health, keys, pagination, plugins, workflows, workspaces
         cache::store_semantic, cache::lookup_semantic, cache::lookup_semantic_batch, cache::delete_semantic_entries,
         cache::get_entry, cache::delete_entry, cache::reject_entry,
         openapi_json,
+        ui::redirect_root, ui::asset,
     ),
     components(schemas(
         workspaces::CreateWorkspace, workspaces::WorkspaceView, pagination::Page<workspaces::WorkspaceView>,
