@@ -17,8 +17,8 @@ use crate::cas::Cas;
 use crate::config::Config;
 use crate::error::{self, ApiError};
 use crate::http::{self as mw, body_deadline::BodyDeadline, guards::HeaderLimit};
-use crate::store::Store;
 use crate::plugins::registry::PluginHost;
+use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::workflows::WorkflowService;
 
@@ -56,7 +56,15 @@ pub struct AppState {
 /// body deadline, problem bodies for bare errors; `/api/v1` adds authentication.
 pub fn build(
     state: AppState,
-) -> App<impl ServiceFactory<ServiceRequest, Config = (), Response = ServiceResponse<impl MessageBody>, Error = Error, InitError = ()>> {
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
     let config = Arc::clone(&state.config);
     let metrics_path = state.metrics.as_ref().map(|_| config.metrics.path.clone());
     App::new()
@@ -68,7 +76,11 @@ pub fn build(
             grace: Duration::from_millis(config.http.body_read_timeout_ms),
             min_bytes_per_second: config.http.body_min_bytes_per_second,
         }))
-        .app_data(web::JsonConfig::default().limit(config.http.json_body_limit_bytes).error_handler(error::extractors::json))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(config.http.json_body_limit_bytes)
+                .error_handler(error::extractors::json),
+        )
         .app_data(web::PathConfig::default().error_handler(error::extractors::path))
         .app_data(web::QueryConfig::default().error_handler(error::extractors::query))
         .configure(|cfg| api::health::configure(cfg, metrics_path.as_deref()))
@@ -90,14 +102,19 @@ pub fn build(
         .wrap(ErrorHandlers::new().default_handler(problem_body))
         .wrap(from_fn(mw::body_deadline::middleware))
         .wrap(from_fn(mw::guards::header_size))
-        .wrap(Condition::new(state.metrics.is_some(), from_fn(mw::metrics::middleware)))
+        .wrap(Condition::new(
+            state.metrics.is_some(),
+            from_fn(mw::metrics::middleware),
+        ))
         .wrap(from_fn(mw::request_id::middleware))
         .wrap(from_fn(mw::head_deadline::middleware))
 }
 
 /// Gives error responses that actix produced bare (405 of a resource, 400 of a bad head, ...)
 /// the same problem+json body as ours; responses that already are problems pass unchanged.
-fn problem_body<B: MessageBody + 'static>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+fn problem_body<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let is_problem = res
         .headers()
         .get(header::CONTENT_TYPE)
@@ -114,8 +131,17 @@ fn problem_body<B: MessageBody + 'static>(res: ServiceResponse<B>) -> actix_web:
         s if s < 500 => ("bad-request", "Bad request"),
         _ => ("internal", "Internal server error"),
     };
-    let mut problem = ApiError::new(status, kind, title, status.canonical_reason().unwrap_or("error").to_string());
-    let allow = res.headers().get(header::ALLOW).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut problem = ApiError::new(
+        status,
+        kind,
+        title,
+        status.canonical_reason().unwrap_or("error").to_string(),
+    );
+    let allow = res
+        .headers()
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     if let Some(allow) = allow {
         problem = problem.allow(allow);
     }
@@ -126,7 +152,11 @@ fn problem_body<B: MessageBody + 'static>(res: ServiceResponse<B>) -> actix_web:
             fresh.headers_mut().insert(name.clone(), value.clone());
         }
     }
-    fresh.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(error::PROBLEM_JSON));
-    let res: ServiceResponse<EitherBody<B, BoxBody>> = ServiceResponse::new(req, fresh).map_into_right_body();
+    fresh.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(error::PROBLEM_JSON),
+    );
+    let res: ServiceResponse<EitherBody<B, BoxBody>> =
+        ServiceResponse::new(req, fresh).map_into_right_body();
     Ok(ErrorHandlerResponse::Response(res))
 }

@@ -270,7 +270,9 @@ impl Default for ExactCacheConfig {
             ("database_query", 300),
             ("agent", 7 * 86_400),
         ];
-        Self { ttl_seconds: ttl.into_iter().map(|(k, v)| (k.to_string(), v)).collect() }
+        Self {
+            ttl_seconds: ttl.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        }
     }
 }
 
@@ -292,21 +294,42 @@ impl Default for SemanticCacheConfig {
 
 impl Default for EmbedderConfig {
     fn default() -> Self {
-        Self { url: None, model: "all-minilm".into(), api_key: None, timeout_ms: 10_000 }
+        Self {
+            url: None,
+            model: "all-minilm".into(),
+            api_key: None,
+            timeout_ms: 10_000,
+        }
     }
 }
 
 /// Personal data and secrets that have no place in a shared cache.
 pub fn default_deny_list() -> Vec<DenyPattern> {
-    let pattern = |name: &str, pattern: &str, luhn: bool| DenyPattern { name: name.into(), pattern: pattern.into(), luhn };
+    let pattern = |name: &str, pattern: &str, luhn: bool| DenyPattern {
+        name: name.into(),
+        pattern: pattern.into(),
+        luhn,
+    };
     vec![
-        pattern("email", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", false),
+        pattern(
+            "email",
+            r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+            false,
+        ),
         // 13 to 19 digits, optionally grouped by spaces or dashes, that pass the Luhn check.
         pattern("card_number", r"\b\d(?:[ -]?\d){12,18}\b", true),
         pattern("us_ssn", r"\b\d{3}-\d{2}-\d{4}\b", false),
-        pattern("private_key", r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----", false),
+        pattern(
+            "private_key",
+            r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----",
+            false,
+        ),
         pattern("aws_access_key_id", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", false),
-        pattern("bearer_token", r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{20,}=*", false),
+        pattern(
+            "bearer_token",
+            r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{20,}=*",
+            false,
+        ),
     ]
 }
 
@@ -621,17 +644,38 @@ impl Config {
         }
         let positive: [(&'static str, u64); 12] = [
             ("http.max_connections", self.http.max_connections as u64),
-            ("http.header_read_timeout_ms", self.http.header_read_timeout_ms),
+            (
+                "http.header_read_timeout_ms",
+                self.http.header_read_timeout_ms,
+            ),
             ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
             ("http.max_header_bytes", self.http.max_header_bytes as u64),
-            ("http.json_body_limit_bytes", self.http.json_body_limit_bytes as u64),
-            ("database.max_connections", self.database.max_connections as u64),
+            (
+                "http.json_body_limit_bytes",
+                self.http.json_body_limit_bytes as u64,
+            ),
+            (
+                "database.max_connections",
+                self.database.max_connections as u64,
+            ),
             ("cas.max_blob_bytes", self.cas.max_blob_bytes),
             ("auth.key_burst", self.auth.key_burst as u64),
-            ("workflows.compaction_every", self.workflows.compaction_every),
-            ("workflows.sse_heartbeat_ms", self.workflows.sse_heartbeat_ms),
-            ("workflows.document_cache_entries", self.workflows.document_cache_entries as u64),
-            ("workflows.max_patch_ops", self.workflows.max_patch_ops as u64),
+            (
+                "workflows.compaction_every",
+                self.workflows.compaction_every,
+            ),
+            (
+                "workflows.sse_heartbeat_ms",
+                self.workflows.sse_heartbeat_ms,
+            ),
+            (
+                "workflows.document_cache_entries",
+                self.workflows.document_cache_entries as u64,
+            ),
+            (
+                "workflows.max_patch_ops",
+                self.workflows.max_patch_ops as u64,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -639,7 +683,10 @@ impl Config {
             }
         }
         for (key, value) in [
-            ("auth.key_requests_per_second", self.auth.key_requests_per_second),
+            (
+                "auth.key_requests_per_second",
+                self.auth.key_requests_per_second,
+            ),
             ("auth.failed_per_minute", self.auth.failed_per_minute),
             ("auth.failed_burst", self.auth.failed_burst),
         ] {
@@ -695,76 +742,150 @@ pub const MAX_LABELED_NODE_TYPES: usize = 32;
 impl CacheConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         fn invalid(key: &'static str, value: impl ToString, allowed: &'static str) -> ConfigError {
-            ConfigError::Invalid { key, value: value.to_string(), allowed }
+            ConfigError::Invalid {
+                key,
+                value: value.to_string(),
+                allowed,
+            }
         }
         for (key, value) in [
             ("cache.default_ttl_seconds", self.default_ttl_seconds),
             ("cache.max_ttl_seconds", self.max_ttl_seconds),
-            ("cache.max_entries_per_workspace", self.max_entries_per_workspace),
+            (
+                "cache.max_entries_per_workspace",
+                self.max_entries_per_workspace,
+            ),
             ("cache.purge_interval_seconds", self.purge_interval_seconds),
             ("cache.max_result_bytes", self.max_result_bytes as u64),
-            ("cache.semantic.max_prompt_bytes", self.semantic.max_prompt_bytes as u64),
+            (
+                "cache.semantic.max_prompt_bytes",
+                self.semantic.max_prompt_bytes as u64,
+            ),
             ("cache.embedder.timeout_ms", self.embedder.timeout_ms),
-            ("cache.semantic.max_scan_tuples", u64::from(self.semantic.max_scan_tuples)),
+            (
+                "cache.semantic.max_scan_tuples",
+                u64::from(self.semantic.max_scan_tuples),
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, value, "a whole number above 0"));
             }
         }
         if !(1..=1000).contains(&self.max_batch) {
-            return Err(invalid("cache.max_batch", self.max_batch, "a whole number from 1 to 1000"));
+            return Err(invalid(
+                "cache.max_batch",
+                self.max_batch,
+                "a whole number from 1 to 1000",
+            ));
         }
         if self.default_ttl_seconds > self.max_ttl_seconds {
-            return Err(invalid("cache.default_ttl_seconds", self.default_ttl_seconds, "at most cache.max_ttl_seconds"));
+            return Err(invalid(
+                "cache.default_ttl_seconds",
+                self.default_ttl_seconds,
+                "at most cache.max_ttl_seconds",
+            ));
         }
-        for (key, table) in [("cache.exact.ttl_seconds", &self.exact.ttl_seconds), ("cache.semantic.ttl_seconds", &self.semantic.ttl_seconds)] {
+        for (key, table) in [
+            ("cache.exact.ttl_seconds", &self.exact.ttl_seconds),
+            ("cache.semantic.ttl_seconds", &self.semantic.ttl_seconds),
+        ] {
             for (node_type, ttl) in table {
                 if *ttl == 0 || *ttl > self.max_ttl_seconds {
-                    return Err(invalid(key, format!("{node_type} = {ttl}"), "TTLs from 1 to cache.max_ttl_seconds"));
+                    return Err(invalid(
+                        key,
+                        format!("{node_type} = {ttl}"),
+                        "TTLs from 1 to cache.max_ttl_seconds",
+                    ));
                 }
                 if node_type.is_empty() || node_type.len() > 64 {
-                    return Err(invalid(key, node_type, "node type names of 1 to 64 characters"));
+                    return Err(invalid(
+                        key,
+                        node_type,
+                        "node type names of 1 to 64 characters",
+                    ));
                 }
             }
         }
-        let node_types: BTreeSet<&String> = self.exact.ttl_seconds.keys().chain(self.semantic.ttl_seconds.keys()).collect();
+        let node_types: BTreeSet<&String> = self
+            .exact
+            .ttl_seconds
+            .keys()
+            .chain(self.semantic.ttl_seconds.keys())
+            .collect();
         if node_types.len() > MAX_LABELED_NODE_TYPES {
-            return Err(invalid("cache.exact.ttl_seconds", node_types.len(), "at most 32 node types over both caches (they are metric labels)"));
+            return Err(invalid(
+                "cache.exact.ttl_seconds",
+                node_types.len(),
+                "at most 32 node types over both caches (they are metric labels)",
+            ));
         }
         let semantic = &self.semantic;
         // pgvector's HNSW index takes vectors of up to 2,000 dimensions.
         if !(1..=2000).contains(&semantic.dimensions) {
-            return Err(invalid("cache.semantic.dimensions", semantic.dimensions, "a whole number from 1 to 2000"));
+            return Err(invalid(
+                "cache.semantic.dimensions",
+                semantic.dimensions,
+                "a whole number from 1 to 2000",
+            ));
         }
-        let thresholds_ok = [semantic.min_threshold, semantic.default_threshold, semantic.max_threshold].iter().all(|t| (0.0..=1.0).contains(t))
+        let thresholds_ok = [
+            semantic.min_threshold,
+            semantic.default_threshold,
+            semantic.max_threshold,
+        ]
+        .iter()
+        .all(|t| (0.0..=1.0).contains(t))
             && semantic.min_threshold <= semantic.default_threshold
             && semantic.default_threshold <= semantic.max_threshold;
         if !thresholds_ok {
             return Err(invalid(
                 "cache.semantic.default_threshold",
-                format!("{} (bounds {} to {})", semantic.default_threshold, semantic.min_threshold, semantic.max_threshold),
+                format!(
+                    "{} (bounds {} to {})",
+                    semantic.default_threshold, semantic.min_threshold, semantic.max_threshold
+                ),
                 "0 <= min_threshold <= default_threshold <= max_threshold <= 1",
             ));
         }
         if !(1..=1000).contains(&semantic.ef_search) {
-            return Err(invalid("cache.semantic.ef_search", semantic.ef_search, "a whole number from 1 to 1000"));
+            return Err(invalid(
+                "cache.semantic.ef_search",
+                semantic.ef_search,
+                "a whole number from 1 to 1000",
+            ));
         }
         if let Some(url) = &self.embedder.url {
-            let ok = url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            let ok = url::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
             if !ok {
-                return Err(invalid("cache.embedder.url", url, "an http:// or https:// base URL such as http://127.0.0.1:11434"));
+                return Err(invalid(
+                    "cache.embedder.url",
+                    url,
+                    "an http:// or https:// base URL such as http://127.0.0.1:11434",
+                ));
             }
             if self.embedder.model.trim().is_empty() {
-                return Err(invalid("cache.embedder.model", &self.embedder.model, "the embedding model's name"));
+                return Err(invalid(
+                    "cache.embedder.model",
+                    &self.embedder.model,
+                    "the embedding model's name",
+                ));
             }
         }
         let mut names = BTreeSet::new();
         for deny in &self.deny_list {
             if deny.name.is_empty() || !names.insert(deny.name.as_str()) {
-                return Err(invalid("cache.deny_list", &deny.name, "patterns with distinct, non-empty names"));
+                return Err(invalid(
+                    "cache.deny_list",
+                    &deny.name,
+                    "patterns with distinct, non-empty names",
+                ));
             }
             if let Err(e) = regex::Regex::new(&deny.pattern) {
-                return Err(ConfigError::Parse(format!("cache.deny_list {}: {:?} is not a regular expression: {e}", deny.name, deny.pattern)));
+                return Err(ConfigError::Parse(format!(
+                    "cache.deny_list {}: {:?} is not a regular expression: {e}",
+                    deny.name, deny.pattern
+                )));
             }
         }
         Ok(())
@@ -778,15 +899,13 @@ fn config_env() -> Env {
         Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
         _ => BTreeSet::new(),
     };
-    Env::prefixed(ENV_PREFIX)
-        .split("__")
-        .filter(move |key| {
-            // figment hands the filter the key before lower-casing, and after `split` has
-            // turned `__` into `.`: `HTTP.WORKERS`.
-            let key = key.as_str().to_ascii_lowercase();
-            let first = key.split('.').next().unwrap_or_default();
-            top_level.contains(first)
-        })
+    Env::prefixed(ENV_PREFIX).split("__").filter(move |key| {
+        // figment hands the filter the key before lower-casing, and after `split` has
+        // turned `__` into `.`: `HTTP.WORKERS`.
+        let key = key.as_str().to_ascii_lowercase();
+        let first = key.split('.').next().unwrap_or_default();
+        top_level.contains(first)
+    })
 }
 
 /// Hides the password of a URL such as `postgres://user:secret@host/db`.
@@ -815,7 +934,10 @@ mod tests {
     #[test]
     fn environment_overrides_file_and_nested_keys_use_double_underscore() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("patchbay.toml", "listen = \"127.0.0.1:9000\"\n[http]\nworkers = 3\n")?;
+            jail.create_file(
+                "patchbay.toml",
+                "listen = \"127.0.0.1:9000\"\n[http]\nworkers = 3\n",
+            )?;
             jail.set_env("PATCHBAY_HTTP__WORKERS", "5");
             jail.set_env("PATCHBAY_DATABASE__MAX_CONNECTIONS", "7");
             jail.set_env("PATCHBAY_TEST_DATABASE_URL", "ignored");
@@ -832,10 +954,16 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("PATCHBAY_LOG__SAMPLE_RATE", "often");
             let err = Config::load(None).unwrap_err().to_string().to_lowercase();
-            assert!(err.contains("log.sample_rate") && err.contains("often"), "{err}");
+            assert!(
+                err.contains("log.sample_rate") && err.contains("often"),
+                "{err}"
+            );
             jail.set_env("PATCHBAY_LOG__SAMPLE_RATE", "1.5");
             let err = Config::load(None).unwrap_err().to_string();
-            assert!(err.contains("log.sample_rate") && err.contains("1.5"), "{err}");
+            assert!(
+                err.contains("log.sample_rate") && err.contains("1.5"),
+                "{err}"
+            );
             Ok(())
         });
     }
@@ -849,7 +977,13 @@ mod tests {
             jail.create_file("patchbay.toml", "[workflows]\nmax_patch_ops = 50\n")?;
             jail.set_env("PATCHBAY_WORKFLOWS__COMPACTION_EVERY", "3");
             let config = Config::load(Some(Path::new("patchbay.toml"))).unwrap();
-            assert_eq!((config.workflows.compaction_every, config.workflows.max_patch_ops), (3, 50));
+            assert_eq!(
+                (
+                    config.workflows.compaction_every,
+                    config.workflows.max_patch_ops
+                ),
+                (3, 50)
+            );
             jail.set_env("PATCHBAY_WORKFLOWS__COMPACTION_EVERY", "0");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("workflows.compaction_every"), "{err}");
@@ -860,7 +994,10 @@ mod tests {
     #[test]
     fn the_shipped_example_config_is_valid() {
         figment::Jail::expect_with(|_| {
-            let example = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/patchbay.toml"));
+            let example = Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../deploy/patchbay.toml"
+            ));
             let config = Config::load(Some(example)).unwrap();
             assert_eq!(config.workflows.compaction_every, 100);
             Ok(())
@@ -875,6 +1012,9 @@ mod tests {
             ..Config::default()
         };
         let shown = config.masked().to_string();
-        assert!(!shown.contains("secret-token") && !shown.contains(":pw@"), "{shown}");
+        assert!(
+            !shown.contains("secret-token") && !shown.contains(":pw@"),
+            "{shown}"
+        );
     }
 }

@@ -27,7 +27,12 @@ struct Problem {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         Self(Box::new(Problem {
             status,
             kind,
@@ -71,7 +76,12 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            format!("{what} not found"),
+        )
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
@@ -105,12 +115,27 @@ impl ApiError {
         )
     }
 
-    pub fn too_many_requests(kind: &'static str, detail: impl Into<String>, retry_after: u64) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, kind, "Too many requests", detail).retry_after(retry_after)
+    pub fn too_many_requests(
+        kind: &'static str,
+        detail: impl Into<String>,
+        retry_after: u64,
+    ) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            kind,
+            "Too many requests",
+            detail,
+        )
+        .retry_after(retry_after)
     }
 
     pub fn unavailable(kind: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, kind, "Service unavailable", detail)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            kind,
+            "Service unavailable",
+            detail,
+        )
     }
 
     /// A failure of ours. The detail is logged, not shown: it may name internals.
@@ -165,10 +190,14 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(err: crate::store::StoreError) -> Self {
         use crate::store::StoreError;
         match err {
-            StoreError::Conflict(what) => ApiError::conflict("already-exists", format!("{what} already exists")),
+            StoreError::Conflict(what) => {
+                ApiError::conflict("already-exists", format!("{what} already exists"))
+            }
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Database(e) => ApiError::internal("metadata store failed", e),
-            e @ StoreError::DimensionMismatch { .. } => ApiError::internal("the semantic cache's dimension changed", e),
+            e @ StoreError::DimensionMismatch { .. } => {
+                ApiError::internal("the semantic cache's dimension changed", e)
+            }
         }
     }
 }
@@ -181,9 +210,8 @@ pub mod extractors {
 
     pub fn json(err: JsonPayloadError, _req: &HttpRequest) -> Error {
         let problem = match &err {
-            JsonPayloadError::OverflowKnownLength { limit, .. } | JsonPayloadError::Overflow { limit } => {
-                ApiError::payload_too_large(*limit as u64)
-            }
+            JsonPayloadError::OverflowKnownLength { limit, .. }
+            | JsonPayloadError::Overflow { limit } => ApiError::payload_too_large(*limit as u64),
             JsonPayloadError::ContentType => ApiError::new(
                 actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
@@ -207,7 +235,9 @@ pub mod extractors {
     /// A body that stopped arriving, or arrived too slowly, is the client's timeout.
     pub fn payload_problem(err: &PayloadError) -> ApiError {
         match err {
-            PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => ApiError::body_timeout(),
+            PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                ApiError::body_timeout()
+            }
             PayloadError::Overflow => ApiError::payload_too_large(0),
             other => ApiError::bad_request("invalid-body", other.to_string()),
         }

@@ -14,6 +14,6 @@ pub mod plugins;
 pub mod server;
 pub mod store;
 pub mod telemetry;
-pub mod workflows;
 #[doc(hidden)]
 pub mod testing;
+pub mod workflows;

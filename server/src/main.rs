@@ -9,7 +9,11 @@ use patchbay::store::Role;
 use patchbay::{auth, clock, server, store, telemetry};
 
 #[derive(Parser)]
-#[command(name = "patchbay", version, about = "A server people extend with WebAssembly")]
+#[command(
+    name = "patchbay",
+    version,
+    about = "A server people extend with WebAssembly"
+)]
 struct Cli {
     /// A TOML file; PATCHBAY_* environment variables override it.
     #[arg(long, global = true, env = "PATCHBAY_CONFIG")]
@@ -147,7 +151,13 @@ fn parse_role(text: &str) -> Result<Role, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Needs no configuration: works wherever the binary does.
-    if let Command::Materialize { base, patches, pretty, validate } = &cli.command {
+    if let Command::Materialize {
+        base,
+        patches,
+        pretty,
+        validate,
+    } = &cli.command
+    {
         return match materialize(base, patches, *pretty, *validate) {
             Ok(document) => {
                 println!("{document}");
@@ -168,20 +178,57 @@ fn main() -> ExitCode {
     };
     telemetry::logging::init(&config.log);
     let result = match cli.command {
-        Command::Config { command: ConfigCommand::Show } => {
-            println!("{}", serde_json::to_string_pretty(&config.masked()).unwrap_or_default());
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&config.masked()).unwrap_or_default()
+            );
             Ok(())
         }
-        Command::Plugins { command: PluginsCommand::Push { target, server, key } } => patchbay::cli_push::push(&target, &server, &key),
+        Command::Plugins {
+            command:
+                PluginsCommand::Push {
+                    target,
+                    server,
+                    key,
+                },
+        } => patchbay::cli_push::push(&target, &server, &key),
         Command::Serve => actix_web::rt::System::new().block_on(server::serve(config)),
         Command::Migrate => runtime().and_then(|rt| rt.block_on(migrate(config))),
-        Command::Keys { command: KeysCommand::Create { workspace, role, system, expires_at, label } } => {
-            runtime().and_then(|rt| rt.block_on(create_key(config, workspace, role, system, expires_at, label)))
-        }
+        Command::Keys {
+            command:
+                KeysCommand::Create {
+                    workspace,
+                    role,
+                    system,
+                    expires_at,
+                    label,
+                },
+        } => runtime().and_then(|rt| {
+            rt.block_on(create_key(
+                config, workspace, role, system, expires_at, label,
+            ))
+        }),
         Command::Materialize { .. } => unreachable!("handled before the configuration is loaded"),
-        Command::Cache { command: CacheCommand::Reindex { dimensions } } => runtime().and_then(|rt| rt.block_on(reindex(config, dimensions))),
         Command::Cache {
-            command: CacheCommand::Bench { entries, dimensions, queries, recall_queries, concurrency, foreign_fraction, seed, database_url, ef_search, keep },
+            command: CacheCommand::Reindex { dimensions },
+        } => runtime().and_then(|rt| rt.block_on(reindex(config, dimensions))),
+        Command::Cache {
+            command:
+                CacheCommand::Bench {
+                    entries,
+                    dimensions,
+                    queries,
+                    recall_queries,
+                    concurrency,
+                    foreign_fraction,
+                    seed,
+                    database_url,
+                    ef_search,
+                    keep,
+                },
         } => {
             let search = patchbay::store::cache::SemanticSearch {
                 ef_search: ef_search.unwrap_or(config.cache.semantic.ef_search),
@@ -214,12 +261,20 @@ fn main() -> ExitCode {
 /// `patchbay materialize`: the document after the patches, as JSON text. A failing patch is
 /// named by its position in the file (and the version it would have made), with the failing
 /// operation's index, kind, JSON Pointer and reason.
-fn materialize(base: &Path, patches: &Path, pretty: bool, validate: bool) -> anyhow::Result<String> {
+fn materialize(
+    base: &Path,
+    patches: &Path,
+    pretty: bool,
+    validate: bool,
+) -> anyhow::Result<String> {
     use anyhow::Context as _;
     use patchbay_materializer::Materializer;
-    let base_text = std::fs::read(base).with_context(|| format!("reading --base {}", base.display()))?;
-    let patches_text = std::fs::read(patches).with_context(|| format!("reading --patches {}", patches.display()))?;
-    let mut m = Materializer::from_slice(&base_text, 0).map_err(|e| anyhow::anyhow!("--base {}: {}", base.display(), e.error))?;
+    let base_text =
+        std::fs::read(base).with_context(|| format!("reading --base {}", base.display()))?;
+    let patches_text = std::fs::read(patches)
+        .with_context(|| format!("reading --patches {}", patches.display()))?;
+    let mut m = Materializer::from_slice(&base_text, 0)
+        .map_err(|e| anyhow::anyhow!("--base {}: {}", base.display(), e.error))?;
     if let Err(e) = m.apply_slice(&patches_text) {
         let which = match e.patch_index {
             Some(i) => format!("patch #{} (index {i}) of {}", i + 1, patches.display()),
@@ -230,10 +285,29 @@ fn materialize(base: &Path, patches: &Path, pretty: bool, validate: bool) -> any
             (Some(op), None) => format!(", operation {op}"),
             _ => String::new(),
         };
-        anyhow::bail!("{which} failed{op}: {}: {} ({} patches applied before it)", e.error.kind, e.error.reason, m.version());
+        anyhow::bail!(
+            "{which} failed{op}: {}: {} ({} patches applied before it)",
+            e.error.kind,
+            e.error.reason,
+            m.version()
+        );
     }
     if validate && let Err(issues) = m.validate() {
-        let lines: Vec<String> = issues.iter().map(|i| format!("  {} ({}): {}", if i.pointer.is_empty() { "/" } else { &i.pointer }, i.code, i.message)).collect();
+        let lines: Vec<String> = issues
+            .iter()
+            .map(|i| {
+                format!(
+                    "  {} ({}): {}",
+                    if i.pointer.is_empty() {
+                        "/"
+                    } else {
+                        &i.pointer
+                    },
+                    i.code,
+                    i.message
+                )
+            })
+            .collect();
         anyhow::bail!("the result is not a valid workflow:\n{}", lines.join("\n"));
     }
     let document = m.into_document();
@@ -245,17 +319,24 @@ fn materialize(base: &Path, patches: &Path, pretty: bool, validate: bool) -> any
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn multi_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
     let store = store::open(&config).await?;
     // The semantic table's shape comes from the configuration, not from a migration.
-    store.cache().prepare_semantic(config.cache.semantic.dimensions).await?;
+    store
+        .cache()
+        .prepare_semantic(config.cache.semantic.dimensions)
+        .await?;
     eprintln!("patchbay: {} migrations are up to date", store.backend());
     Ok(())
 }
@@ -273,13 +354,20 @@ async fn reindex(config: Config, dimensions: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench(mut config: Config, database_url: Option<String>, options: patchbay::cache::bench::BenchOptions) -> anyhow::Result<()> {
+async fn bench(
+    mut config: Config,
+    database_url: Option<String>,
+    options: patchbay::cache::bench::BenchOptions,
+) -> anyhow::Result<()> {
     let scratch = tempfile_dir()?;
     config.database_url = Some(match database_url {
         Some(url) => url,
         None => format!("sqlite://{}", scratch.join("bench.db").display()),
     });
-    config.database.max_connections = config.database.max_connections.max(options.concurrency as u32 + 1);
+    config.database.max_connections = config
+        .database
+        .max_connections
+        .max(options.concurrency as u32 + 1);
     let store = store::open(&config).await?;
     let report = patchbay::cache::bench::run(store, &options).await;
     let _ = std::fs::remove_dir_all(&scratch);
@@ -305,7 +393,10 @@ async fn create_key(
     let store = store::open(&config).await?;
     let expires_at_ms = match expires_at.as_deref() {
         None => None,
-        Some(text) => Some(clock::parse_rfc3339(text).ok_or_else(|| anyhow::anyhow!("--expires-at {text:?} is not RFC 3339"))?),
+        Some(text) => Some(
+            clock::parse_rfc3339(text)
+                .ok_or_else(|| anyhow::anyhow!("--expires-at {text:?} is not RFC 3339"))?,
+        ),
     };
     let service = auth::AuthService::new(std::sync::Arc::clone(&store), &config);
     service.bootstrap(config.admin_token.as_deref()).await?;
@@ -313,7 +404,9 @@ async fn create_key(
         .get_workspace(&workspace)
         .await?
         .ok_or_else(|| anyhow::anyhow!("workspace {workspace:?} does not exist"))?;
-    let (_, text) = service.mint(&ws, role, system, expires_at_ms, label).await?;
+    let (_, text) = service
+        .mint(&ws, role, system, expires_at_ms, label)
+        .await?;
     println!("{text}");
     Ok(())
 }

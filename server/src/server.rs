@@ -20,15 +20,33 @@ use crate::workflows::WorkflowService;
 
 /// Opens the store and the blob store and builds the shared state.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
-    let metrics = if config.metrics.enabled { Some(Arc::new(Metrics::install()?)) } else { None };
+    let metrics = if config.metrics.enabled {
+        Some(Arc::new(Metrics::install()?))
+    } else {
+        None
+    };
     let store = store::open(&config).await?;
     let objects = cas::backend::open(&config)?;
-    let cas = Arc::new(Cas::new(objects, Arc::clone(&store), config.cas.max_blob_bytes));
+    let cas = Arc::new(Cas::new(
+        objects,
+        Arc::clone(&store),
+        config.cas.max_blob_bytes,
+    ));
     let auth = Arc::new(AuthService::new(Arc::clone(&store), &config));
     let config = Arc::new(config);
-    let plugins = Arc::new(PluginHost::new(Arc::clone(&config), Arc::clone(&store), Arc::clone(&cas))?);
-    let workflows = WorkflowService::start(Arc::clone(&store), Arc::clone(&cas), config.workflows.clone()).await?;
-    let caches = Arc::new(Caches::new(Arc::clone(&store), &config.cache, Arc::new(SystemClock)).await?);
+    let plugins = Arc::new(PluginHost::new(
+        Arc::clone(&config),
+        Arc::clone(&store),
+        Arc::clone(&cas),
+    )?);
+    let workflows = WorkflowService::start(
+        Arc::clone(&store),
+        Arc::clone(&cas),
+        config.workflows.clone(),
+    )
+    .await?;
+    let caches =
+        Arc::new(Caches::new(Arc::clone(&store), &config.cache, Arc::new(SystemClock)).await?);
     Ok(AppState {
         config,
         store,
@@ -93,7 +111,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let server = server.run();
     let drain = Duration::from_millis(config.shutdown.drain_delay_ms);
-    actix_web::rt::spawn(stop_on_signal(server.handle(), Arc::clone(&state.lifecycle), Arc::clone(&state.workflows), drain));
+    actix_web::rt::spawn(stop_on_signal(
+        server.handle(),
+        Arc::clone(&state.lifecycle),
+        Arc::clone(&state.workflows),
+        drain,
+    ));
     server.await?;
     tracing::info!(target: LIFECYCLE, "stopped");
     Ok(())
@@ -102,7 +125,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// First signal: `/ready` turns 503 at once, the server keeps serving for the drain delay, then
 /// stops accepting, ends workflow event streams (clients resume elsewhere) and lets in-flight
 /// requests finish. A second signal stops at once.
-async fn stop_on_signal(handle: ServerHandle, lifecycle: Arc<Lifecycle>, workflows: Arc<WorkflowService>, drain: Duration) {
+async fn stop_on_signal(
+    handle: ServerHandle,
+    lifecycle: Arc<Lifecycle>,
+    workflows: Arc<WorkflowService>,
+    drain: Duration,
+) {
     wait_for_signal().await;
     lifecycle.begin_shutdown();
     tracing::info!(target: LIFECYCLE, drain_ms = drain.as_millis() as u64, "shutting down: draining");

@@ -6,7 +6,10 @@ use serde_json::Value;
 use crate::on_both_backends;
 use crate::support::{Backend, Server, expect_problem};
 
-on_both_backends!(health_and_ready_answer, unknown_routes_and_methods_are_problems);
+on_both_backends!(
+    health_and_ready_answer,
+    unknown_routes_and_methods_are_problems
+);
 
 async fn health_and_ready_answer(backend: Backend) {
     let server = Server::start(backend).await;
@@ -22,14 +25,41 @@ async fn health_and_ready_answer(backend: Backend) {
 
 async fn unknown_routes_and_methods_are_problems(backend: Backend) {
     let server = Server::start(backend).await;
-    expect_problem(server.anon(Method::GET, "/nope").send().await.unwrap(), 404, "not-found").await;
-    expect_problem(server.admin(Method::GET, "/api/v1/nope").send().await.unwrap(), 404, "not-found").await;
-    let res = server.admin(Method::PATCH, "/api/v1/workspaces").send().await.unwrap();
-    let allow = res.headers().get("allow").map(|v| v.to_str().unwrap().to_string());
+    expect_problem(
+        server.anon(Method::GET, "/nope").send().await.unwrap(),
+        404,
+        "not-found",
+    )
+    .await;
+    expect_problem(
+        server
+            .admin(Method::GET, "/api/v1/nope")
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not-found",
+    )
+    .await;
+    let res = server
+        .admin(Method::PATCH, "/api/v1/workspaces")
+        .send()
+        .await
+        .unwrap();
+    let allow = res
+        .headers()
+        .get("allow")
+        .map(|v| v.to_str().unwrap().to_string());
     expect_problem(res, 405, "method-not-allowed").await;
     let allow = allow.expect("405 carries Allow");
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
-    let res = server.admin(Method::POST, "/api/v1/workspaces").header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let res = server
+        .admin(Method::POST, "/api/v1/workspaces")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     expect_problem(res, 400, "invalid-json").await;
 }
 
@@ -55,20 +85,43 @@ async fn ready_reports_a_broken_blob_store() {
 #[tokio::test]
 async fn request_ids_are_echoed_or_generated() {
     let server = Server::start(Backend::Sqlite).await;
-    let res = server.anon(Method::GET, "/health").header("x-request-id", "abc-123").send().await.unwrap();
+    let res = server
+        .anon(Method::GET, "/health")
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["x-request-id"], "abc-123");
     let res = server.anon(Method::GET, "/health").send().await.unwrap();
     let generated = res.headers()["x-request-id"].to_str().unwrap().to_string();
     assert!(generated.len() >= 16, "{generated}");
-    let res = server.anon(Method::GET, "/health").header("x-request-id", "x".repeat(500)).send().await.unwrap();
-    assert_ne!(res.headers()["x-request-id"].to_str().unwrap(), "x".repeat(500));
-    assert!(server.logs().contains("abc-123"), "the request id reaches the log");
+    let res = server
+        .anon(Method::GET, "/health")
+        .header("x-request-id", "x".repeat(500))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        res.headers()["x-request-id"].to_str().unwrap(),
+        "x".repeat(500)
+    );
+    assert!(
+        server.logs().contains("abc-123"),
+        "the request id reaches the log"
+    );
 }
 
 #[tokio::test]
 async fn openapi_covers_every_endpoint() {
     let server = Server::start(Backend::Sqlite).await;
-    let doc: Value = server.anon(Method::GET, "/api/v1/openapi.json").send().await.unwrap().json().await.unwrap();
+    let doc: Value = server
+        .anon(Method::GET, "/api/v1/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
     let expected = [
@@ -114,10 +167,17 @@ async fn openapi_covers_every_endpoint() {
         ("get", "/ui/{path}"),
     ];
     for (method, path) in expected {
-        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the OpenAPI document");
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from the OpenAPI document"
+        );
     }
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(documented, expected.len(), "every documented operation is listed here too");
+    assert_eq!(
+        documented,
+        expected.len(),
+        "every documented operation is listed here too"
+    );
 }
 
 #[tokio::test]
@@ -129,23 +189,45 @@ async fn invalid_configuration_is_refused_naming_the_key() {
         ("PATCHBAY_HTTP__WORKERS", "many", "workers"),
         ("PATCHBAY_DATABASE_URL", "mysql://x", "database_url"),
     ] {
-        let logs = Server::builder(Backend::Sqlite).env(key, value).try_start().await.err().unwrap_or_else(|| panic!("{key}={value} started"));
+        let logs = Server::builder(Backend::Sqlite)
+            .env(key, value)
+            .try_start()
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{key}={value} started"));
         let lower = logs.to_lowercase();
-        assert!(lower.contains(expect) && lower.contains(&value.to_lowercase()), "{key}={value}: {logs}");
+        assert!(
+            lower.contains(expect) && lower.contains(&value.to_lowercase()),
+            "{key}={value}: {logs}"
+        );
     }
 }
 
 #[tokio::test]
 async fn sample_rate_zero_still_logs_startup_and_errors() {
-    let server = Server::builder(Backend::Sqlite).env("PATCHBAY_LOG__SAMPLE_RATE", "0").start().await;
+    let server = Server::builder(Backend::Sqlite)
+        .env("PATCHBAY_LOG__SAMPLE_RATE", "0")
+        .start()
+        .await;
     for _ in 0..20 {
         server.anon(Method::GET, "/health").send().await.unwrap();
     }
-    assert!(!server.logs().contains("request completed"), "info logs are sampled away at rate 0");
-    let json = Server::builder(Backend::Sqlite).env("PATCHBAY_LOG__FORMAT", "json").start().await;
+    assert!(
+        !server.logs().contains("request completed"),
+        "info logs are sampled away at rate 0"
+    );
+    let json = Server::builder(Backend::Sqlite)
+        .env("PATCHBAY_LOG__FORMAT", "json")
+        .start()
+        .await;
     json.anon(Method::GET, "/health").send().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let line = json.logs().lines().find(|l| l.contains("request completed")).map(str::to_string).expect("an access log line");
+    let line = json
+        .logs()
+        .lines()
+        .find(|l| l.contains("request completed"))
+        .map(str::to_string)
+        .expect("an access log line");
     let parsed: Value = serde_json::from_str(&line).expect("JSON log lines");
     assert_eq!(parsed["level"], "INFO");
 }
@@ -163,6 +245,9 @@ async fn config_show_masks_secrets() {
     let text = String::from_utf8(out.stdout).unwrap();
     let shown: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(shown["admin_token"], "***");
-    assert!(!text.contains("hunter2") && !text.contains("super-secret"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("super-secret"),
+        "{text}"
+    );
     assert_eq!(shown["http"]["header_read_timeout_ms"], 10_000);
 }

@@ -32,11 +32,28 @@ async fn sigterm_turns_ready_503_lets_in_flight_requests_finish_and_exits_0() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let ready = server.anon(Method::GET, "/ready").send().await.unwrap();
     assert_eq!(ready.status(), 503, "ready turns 503 at once");
-    assert_eq!(server.anon(Method::GET, "/health").send().await.unwrap().status(), 200, "still serving while draining");
+    assert_eq!(
+        server
+            .anon(Method::GET, "/health")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "still serving while draining"
+    );
     feeder.await.unwrap();
-    let res = upload.await.unwrap().expect("the in-flight upload completes");
+    let res = upload
+        .await
+        .unwrap()
+        .expect("the in-flight upload completes");
     assert_eq!(res.status(), 201);
-    assert_eq!(server.wait_exit(Duration::from_secs(20)).await, Some(0), "{}", server.logs());
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(20)).await,
+        Some(0),
+        "{}",
+        server.logs()
+    );
     assert!(server.logs().contains("stopped"));
 }
 
@@ -50,9 +67,21 @@ fn tokio_stream(
 async fn data_and_keys_survive_a_restart() {
     let server = Server::start(Backend::Sqlite).await;
     let key = server.workspace_key("keep", "write").await;
-    let res = server.with_key(&key, Method::POST, "/api/v1/cas").body("durable").send().await.unwrap();
-    let digest = res.json::<serde_json::Value>().await.unwrap()["digest"].as_str().unwrap().to_string();
+    let res = server
+        .with_key(&key, Method::POST, "/api/v1/cas")
+        .body("durable")
+        .send()
+        .await
+        .unwrap();
+    let digest = res.json::<serde_json::Value>().await.unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let restarted = server.restart().await;
-    let res = restarted.with_key(&key, Method::GET, &format!("/api/v1/cas/{digest}")).send().await.unwrap();
+    let res = restarted
+        .with_key(&key, Method::GET, &format!("/api/v1/cas/{digest}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.text().await.unwrap(), "durable");
 }

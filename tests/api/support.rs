@@ -69,18 +69,25 @@ impl ServerBuilder {
     }
 
     pub async fn start(self) -> Server {
-        self.try_start().await.unwrap_or_else(|logs| panic!("the server did not start:\n{logs}"))
+        self.try_start()
+            .await
+            .unwrap_or_else(|logs| panic!("the server did not start:\n{logs}"))
     }
 
     /// Starts the server; Err carries its output when it exits or never listens.
     pub async fn try_start(self) -> Result<Server, String> {
-        let data_dir = self.data_dir.unwrap_or_else(|| Arc::new(tempfile::tempdir().unwrap()));
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| Arc::new(tempfile::tempdir().unwrap()));
         let database_url = match (self.backend, self.database_url) {
             (_, Some(url)) => Some(url),
             (Backend::Postgres, None) => Some(patchbay::testing::fresh_postgres_database().await),
             (Backend::Sqlite, None) => None,
         };
-        let admin = self.admin.clone().unwrap_or_else(|| format!("admin-{}", uuid::Uuid::new_v4().simple()));
+        let admin = self
+            .admin
+            .clone()
+            .unwrap_or_else(|| format!("admin-{}", uuid::Uuid::new_v4().simple()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchbay"));
         cmd.arg("serve")
             .env("PATCHBAY_LISTEN", "127.0.0.1:0")
@@ -138,7 +145,10 @@ impl ServerBuilder {
             url,
             admin,
             addr,
-            client: Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            client: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
             child,
             logs,
             data_dir,
@@ -151,7 +161,13 @@ impl ServerBuilder {
 
 impl Server {
     pub fn builder(backend: Backend) -> ServerBuilder {
-        ServerBuilder { backend, env: Vec::new(), data_dir: None, database_url: None, admin: None }
+        ServerBuilder {
+            backend,
+            env: Vec::new(),
+            data_dir: None,
+            database_url: None,
+            admin: None,
+        }
     }
 
     pub async fn start(backend: Backend) -> Server {
@@ -189,8 +205,17 @@ impl Server {
 
     /// Creates a workspace (system key) and returns a key of `role` in it.
     pub async fn workspace_key(&self, workspace: &str, role: &str) -> String {
-        let res = self.admin(Method::POST, "/api/v1/workspaces").json(&serde_json::json!({"name": workspace})).send().await.unwrap();
-        assert!(res.status() == 201 || res.status() == 409, "creating {workspace}: {}", res.status());
+        let res = self
+            .admin(Method::POST, "/api/v1/workspaces")
+            .json(&serde_json::json!({"name": workspace}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            res.status() == 201 || res.status() == 409,
+            "creating {workspace}: {}",
+            res.status()
+        );
         self.mint(workspace, role).await
     }
 
@@ -213,7 +238,11 @@ impl Server {
 
     /// Sends a signal to the server process.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -242,11 +271,23 @@ impl Drop for Server {
 /// Asserts a problem+json response with the given status and `type` suffix; returns the body.
 pub async fn expect_problem(res: reqwest::Response, status: u16, kind: &str) -> Value {
     assert_eq!(res.status().as_u16(), status, "status of {}", res.url());
-    let ct = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(ct, "application/problem+json");
     let body: Value = res.json().await.unwrap();
-    assert_eq!(body["type"], format!("urn:patchbay:problem:{kind}"), "{body}");
+    assert_eq!(
+        body["type"],
+        format!("urn:patchbay:problem:{kind}"),
+        "{body}"
+    );
     assert_eq!(body["status"], status);
-    assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
     body
 }

@@ -54,18 +54,22 @@ pub struct MissingAnswer {
 
 fn parse_digest(text: &str) -> ApiResult<Digest> {
     Digest::parse(text).ok_or_else(|| {
-        ApiError::bad_request("invalid-digest", format!("{text:?} is not a sha256 digest (64 hex characters)"))
+        ApiError::bad_request(
+            "invalid-digest",
+            format!("{text:?} is not a sha256 digest (64 hex characters)"),
+        )
     })
 }
 
 impl From<CasError> for ApiError {
     fn from(err: CasError) -> Self {
         match err {
-            CasError::DigestMismatch { expected, actual } => {
-                ApiError::bad_request("digest-mismatch", format!("the body's sha256 is {actual}, not {expected}; nothing was stored"))
-                    .with("expected", expected.hex())
-                    .with("actual", actual.hex())
-            }
+            CasError::DigestMismatch { expected, actual } => ApiError::bad_request(
+                "digest-mismatch",
+                format!("the body's sha256 is {actual}, not {expected}; nothing was stored"),
+            )
+            .with("expected", expected.hex())
+            .with("actual", actual.hex()),
             CasError::TooLarge { limit } => ApiError::payload_too_large(limit),
             CasError::Body(e) => payload_problem(&e),
             CasError::Storage(e) => ApiError::internal("blob storage failed", e),
@@ -88,10 +92,17 @@ fn check_declared_length(req: &HttpRequest, limit: u64) -> ApiResult<()> {
 }
 
 fn stored_response(stored: Stored) -> HttpResponse {
-    let mut res = if stored.new_for_workspace { HttpResponse::Created() } else { HttpResponse::Ok() };
+    let mut res = if stored.new_for_workspace {
+        HttpResponse::Created()
+    } else {
+        HttpResponse::Ok()
+    };
     res.insert_header((header::LOCATION, format!("/api/v1/cas/{}", stored.digest)))
         .insert_header((header::ETAG, stored.digest.etag()))
-        .json(BlobView { digest: stored.digest.hex(), size: stored.size })
+        .json(BlobView {
+            digest: stored.digest.hex(),
+            size: stored.size,
+        })
 }
 
 #[utoipa::path(put, path = "/api/v1/cas/{digest}", tag = "cas",
@@ -115,7 +126,10 @@ pub async fn put_blob(
     principal.require(Role::Write)?;
     let digest = parse_digest(&digest)?;
     check_declared_length(&req, state.cas.max_blob_bytes())?;
-    let stored = state.cas.put(&principal.workspace_id, Some(digest), body).await?;
+    let stored = state
+        .cas
+        .put(&principal.workspace_id, Some(digest), body)
+        .await?;
     Ok(stored_response(stored))
 }
 
@@ -128,7 +142,12 @@ pub async fn put_blob(
         (status = 408, description = "The body arrived too slowly", content_type = "application/problem+json"),
         (status = 413, description = "Larger than cas.max_blob_bytes", content_type = "application/problem+json"),
     ))]
-pub async fn post_blob(req: HttpRequest, principal: Principal, state: web::Data<AppState>, body: web::Payload) -> ApiResult<HttpResponse> {
+pub async fn post_blob(
+    req: HttpRequest,
+    principal: Principal,
+    state: web::Data<AppState>,
+    body: web::Payload,
+) -> ApiResult<HttpResponse> {
     principal.require(Role::Write)?;
     check_declared_length(&req, state.cas.max_blob_bytes())?;
     let stored = state.cas.put(&principal.workspace_id, None, body).await?;
@@ -141,14 +160,27 @@ pub async fn post_blob(req: HttpRequest, principal: Principal, state: web::Data<
         (status = 200, body = MissingAnswer),
         (status = 400, description = "A malformed digest or too many digests", content_type = "application/problem+json"),
     ))]
-pub async fn missing(principal: Principal, state: web::Data<AppState>, body: web::Json<MissingQuery>) -> ApiResult<HttpResponse> {
+pub async fn missing(
+    principal: Principal,
+    state: web::Data<AppState>,
+    body: web::Json<MissingQuery>,
+) -> ApiResult<HttpResponse> {
     principal.require(Role::Read)?;
     if body.digests.len() > MAX_MISSING_QUERY {
-        return Err(ApiError::bad_request("too-many-digests", format!("ask about at most {MAX_MISSING_QUERY} digests at once")));
+        return Err(ApiError::bad_request(
+            "too-many-digests",
+            format!("ask about at most {MAX_MISSING_QUERY} digests at once"),
+        ));
     }
-    let digests = body.digests.iter().map(|d| parse_digest(d)).collect::<ApiResult<Vec<_>>>()?;
+    let digests = body
+        .digests
+        .iter()
+        .map(|d| parse_digest(d))
+        .collect::<ApiResult<Vec<_>>>()?;
     let missing = state.cas.missing(&principal.workspace_id, &digests).await?;
-    Ok(HttpResponse::Ok().json(MissingAnswer { missing: missing.iter().map(Digest::hex).collect() }))
+    Ok(HttpResponse::Ok().json(MissingAnswer {
+        missing: missing.iter().map(Digest::hex).collect(),
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/cas/{digest}", tag = "cas",
@@ -205,7 +237,10 @@ pub async fn get_blob(
     let (mut builder, length) = match &range {
         Some(r) => {
             let mut b = with_headers(HttpResponse::PartialContent());
-            b.insert_header((header::CONTENT_RANGE, format!("bytes {}-{}/{size}", r.start, r.end - 1)));
+            b.insert_header((
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{size}", r.start, r.end - 1),
+            ));
             (b, r.end - r.start)
         }
         None => (with_headers(HttpResponse::Ok()), size),
@@ -224,7 +259,10 @@ pub async fn get_blob(
         .read(&digest, range)
         .await
         .map_err(|e| ApiError::internal("reading a blob failed", e))?;
-    Ok(builder.body(SizedStream::new(length, stream.map_err(|e| Box::new(e) as Box<dyn std::error::Error>))))
+    Ok(builder.body(SizedStream::new(
+        length,
+        stream.map_err(|e| Box::new(e) as Box<dyn std::error::Error>),
+    )))
 }
 
 /// `If-None-Match` with our strong tag (or `*`) means the client already has the content.
@@ -232,7 +270,10 @@ pub(crate) fn etag_matches(header: Option<&HeaderValue>, etag: &str) -> bool {
     let Some(value) = header.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    value.split(',').map(str::trim).any(|tag| tag == "*" || tag == etag || tag.strip_prefix("W/") == Some(etag))
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag == etag || tag.strip_prefix("W/") == Some(etag))
 }
 
 /// The single byte range asked for, if any. Multiple ranges and a stale `If-Range` fall back to

@@ -15,7 +15,8 @@ use crate::error::{ApiError, ApiResult};
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn configure(cfg: &mut web::ServiceConfig, metrics_path: Option<&str>) {
-    cfg.route("/health", web::get().to(health)).route("/ready", web::get().to(ready));
+    cfg.route("/health", web::get().to(health))
+        .route("/ready", web::get().to(ready));
     if let Some(path) = metrics_path {
         cfg.route(path, web::get().to(metrics));
     }
@@ -23,7 +24,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, metrics_path: Option<&str>) {
 
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "The process is alive")))]
 pub async fn health() -> HttpResponse {
-    HttpResponse::Ok().content_type(ContentType::json()).body(r#"{"status":"ok"}"#)
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(r#"{"status":"ok"}"#)
 }
 
 #[utoipa::path(get, path = "/ready", tag = "operations", responses(
@@ -32,7 +35,9 @@ pub async fn health() -> HttpResponse {
 ))]
 pub async fn ready(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     if state.lifecycle.is_shutting_down() {
-        return Err(ApiError::unavailable("shutting-down", "the server is shutting down").retry_after(1));
+        return Err(
+            ApiError::unavailable("shutting-down", "the server is shutting down").retry_after(1),
+        );
     }
     let database = match tokio::time::timeout(CHECK_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => Ok(()),
@@ -54,7 +59,11 @@ pub async fn ready(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
             .filter_map(|(name, failed)| failed.then_some(name))
             .collect();
         tracing::warn!(?checks, "not ready");
-        return Err(ApiError::unavailable("not-ready", format!("unreachable: {}", failed.join(", "))).with("checks", checks));
+        return Err(ApiError::unavailable(
+            "not-ready",
+            format!("unreachable: {}", failed.join(", ")),
+        )
+        .with("checks", checks));
     }
     Ok(HttpResponse::Ok().json(json!({ "status": "ready", "checks": checks })))
 }
@@ -68,14 +77,26 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<
         return Err(ApiError::not_found("metrics"));
     };
     if let Some(token) = &state.config.metrics.token {
-        let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         let expected = format!("Bearer {token}");
-        let ok = presented.is_some_and(|p| subtle::ConstantTimeEq::ct_eq(p.as_bytes(), expected.as_bytes()).into());
+        let ok = presented.is_some_and(|p| {
+            subtle::ConstantTimeEq::ct_eq(p.as_bytes(), expected.as_bytes()).into()
+        });
         if !ok {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid-credentials", "Unauthorized", "send the metrics token as a bearer token"));
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid-credentials",
+                "Unauthorized",
+                "send the metrics token as a bearer token",
+            ));
         }
     }
     state.plugins.publish_gauges();
     let body = metrics.render(state.store.as_ref());
-    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(body))
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(body))
 }

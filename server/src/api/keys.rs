@@ -13,8 +13,12 @@ use crate::error::{ApiError, ApiResult};
 use crate::store::{ApiKey, Role};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/keys").route(web::post().to(create)).route(web::get().to(list)))
-        .service(web::resource("/keys/{id}").route(web::delete().to(revoke)));
+    cfg.service(
+        web::resource("/keys")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+    .service(web::resource("/keys/{id}").route(web::delete().to(revoke)));
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -95,9 +99,16 @@ fn authorize(principal: &Principal, workspace: &str) -> ApiResult<()> {
         (status = 403, description = "Not an admin or system key", content_type = "application/problem+json"),
         (status = 404, description = "No such workspace", content_type = "application/problem+json"),
     ))]
-pub async fn create(principal: Principal, state: web::Data<AppState>, body: web::Json<CreateKey>) -> ApiResult<HttpResponse> {
+pub async fn create(
+    principal: Principal,
+    state: web::Data<AppState>,
+    body: web::Json<CreateKey>,
+) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
-    let workspace_name = body.workspace.clone().unwrap_or_else(|| principal.workspace.clone());
+    let workspace_name = body
+        .workspace
+        .clone()
+        .unwrap_or_else(|| principal.workspace.clone());
     authorize(&principal, &workspace_name)?;
     if body.system {
         principal.require_system()?;
@@ -105,17 +116,41 @@ pub async fn create(principal: Principal, state: web::Data<AppState>, body: web:
     let expires_at_ms = match body.expires_at.as_deref() {
         None => None,
         Some(text) => {
-            let at = clock::parse_rfc3339(text)
-                .ok_or_else(|| ApiError::bad_request("invalid-expiry", format!("expires_at {text:?} is not an RFC 3339 time")))?;
+            let at = clock::parse_rfc3339(text).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid-expiry",
+                    format!("expires_at {text:?} is not an RFC 3339 time"),
+                )
+            })?;
             if at <= clock::now_ms() {
-                return Err(ApiError::bad_request("invalid-expiry", "expires_at is in the past"));
+                return Err(ApiError::bad_request(
+                    "invalid-expiry",
+                    "expires_at is in the past",
+                ));
             }
             Some(at)
         }
     };
-    let workspace = state.store.get_workspace(&workspace_name).await?.ok_or_else(|| ApiError::not_found("workspace"))?;
-    let (key, text) = state.auth.mint(&workspace, body.role, body.system, expires_at_ms, body.label).await?;
-    Ok(HttpResponse::Created().json(CreatedKey { id: key.id.clone(), key: text, details: KeyView::from(&key) }))
+    let workspace = state
+        .store
+        .get_workspace(&workspace_name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workspace"))?;
+    let (key, text) = state
+        .auth
+        .mint(
+            &workspace,
+            body.role,
+            body.system,
+            expires_at_ms,
+            body.label,
+        )
+        .await?;
+    Ok(HttpResponse::Created().json(CreatedKey {
+        id: key.id.clone(),
+        key: text,
+        details: KeyView::from(&key),
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/keys", tag = "keys", params(PageQuery, KeyFilter),
@@ -131,11 +166,17 @@ pub async fn list(
     let workspace = if principal.system {
         filter.workspace.clone()
     } else {
-        let own = filter.workspace.clone().unwrap_or_else(|| principal.workspace.clone());
+        let own = filter
+            .workspace
+            .clone()
+            .unwrap_or_else(|| principal.workspace.clone());
         authorize(&principal, &own)?;
         Some(own)
     };
-    let keys = state.store.list_keys(workspace.as_deref(), page.after.as_deref(), limit).await?;
+    let keys = state
+        .store
+        .list_keys(workspace.as_deref(), page.after.as_deref(), limit)
+        .await?;
     let items: Vec<KeyView> = keys.iter().map(KeyView::from).collect();
     Ok(HttpResponse::Ok().json(Page::new(items, limit, |k| k.id.clone())))
 }
@@ -148,11 +189,19 @@ pub async fn list(
         (status = 403, description = "Not an admin or system key", content_type = "application/problem+json"),
         (status = 404, description = "No such key in a workspace the caller manages", content_type = "application/problem+json"),
     ))]
-pub async fn revoke(principal: Principal, state: web::Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
+pub async fn revoke(
+    principal: Principal,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
     if !principal.system {
         principal.require(Role::Admin)?;
     }
-    let key = state.store.get_key(&id).await?.filter(|k| principal.system || k.workspace == principal.workspace);
+    let key = state
+        .store
+        .get_key(&id)
+        .await?
+        .filter(|k| principal.system || k.workspace == principal.workspace);
     let Some(key) = key else {
         return Err(ApiError::not_found("key"));
     };

@@ -47,7 +47,12 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("An API key")).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key"))
+                    .build(),
+            ),
         );
     }
 }
@@ -60,5 +65,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub async fn openapi_json() -> HttpResponse {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let body = DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default());
-    HttpResponse::Ok().content_type("application/json").body(body.as_str())
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.as_str())
 }

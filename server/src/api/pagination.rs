@@ -23,7 +23,10 @@ impl PageQuery {
         match self.limit {
             None => Ok(DEFAULT_LIMIT),
             Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            Some(n) => Err(ApiError::bad_request("invalid-query", format!("limit {n} is outside 1..={MAX_LIMIT}"))),
+            Some(n) => Err(ApiError::bad_request(
+                "invalid-query",
+                format!("limit {n} is outside 1..={MAX_LIMIT}"),
+            )),
         }
     }
 }
@@ -38,7 +41,9 @@ pub struct Page<T> {
 impl<T> Page<T> {
     /// Builds a page from up to `limit` items; a full page has a cursor to continue from.
     pub fn new(items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Self {
-        let next_cursor = (items.len() == limit as usize).then(|| items.last().map(&cursor_of)).flatten();
+        let next_cursor = (items.len() == limit as usize)
+            .then(|| items.last().map(&cursor_of))
+            .flatten();
         Self { items, next_cursor }
     }
 }

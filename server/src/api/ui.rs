@@ -10,8 +10,8 @@
 //! keeps the file but revalidates) with a strong ETag from the content's SHA-256: a reload costs a
 //! 304 per file, and a new build is never masked by a stale cache.
 
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, guard, web};
 use rust_embed::RustEmbed;
 
@@ -40,7 +40,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 #[utoipa::path(get, path = "/", tag = "ui", responses((status = 302, description = "Redirect to the web UI at /ui/")))]
 pub async fn redirect_root() -> HttpResponse {
-    HttpResponse::Found().insert_header((header::LOCATION, "/ui/")).finish()
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, "/ui/"))
+        .finish()
 }
 
 /// `/ui` without the slash: the page's `<base href>` makes its relative URLs work here too.
@@ -57,19 +59,33 @@ async fn index(req: HttpRequest) -> ApiResult<HttpResponse> {
     ))]
 pub async fn asset(req: HttpRequest, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let path = path.into_inner();
-    let path = if path.is_empty() || path.ends_with('/') { format!("{path}index.html") } else { path };
+    let path = if path.is_empty() || path.ends_with('/') {
+        format!("{path}index.html")
+    } else {
+        path
+    };
     serve(&req, &path)
 }
 
 fn serve(req: &HttpRequest, path: &str) -> ApiResult<HttpResponse> {
     // rust-embed's disk mode also refuses to leave its folder; this keeps the rule visible here
     // and identical in both modes.
-    let safe = !path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") && !path.contains('\\');
-    let file = safe.then(|| Assets::get(path)).flatten().ok_or_else(|| not_found(path))?;
+    let safe = !path
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        && !path.contains('\\');
+    let file = safe
+        .then(|| Assets::get(path))
+        .flatten()
+        .ok_or_else(|| not_found(path))?;
     let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..16]));
     let fresh = if_none_match(req, &etag);
 
-    let mut res = if fresh { HttpResponse::NotModified() } else { HttpResponse::Ok() };
+    let mut res = if fresh {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
     res.insert_header((header::ETAG, etag))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
@@ -97,13 +113,22 @@ fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
 }
 
 fn not_found(path: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not-found", "Not found", format!("the web UI has no file {path:?}"))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        format!("the web UI has no file {path:?}"),
+    )
 }
 
 /// Content types by extension; JavaScript modules must be `text/javascript` and wasm
 /// `application/wasm` or the browser refuses them (strict MIME checks, streaming compilation).
 fn content_type(path: &str) -> &'static str {
-    match path.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).as_deref() {
+    match path
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .as_deref()
+    {
         Some("html") => "text/html; charset=utf-8",
         Some("js" | "mjs") => "text/javascript; charset=utf-8",
         Some("css") => "text/css; charset=utf-8",
@@ -123,7 +148,10 @@ mod tests {
 
     #[test]
     fn browsers_get_the_types_they_insist_on() {
-        assert_eq!(content_type("pkg/patchbay_materializer_bg.wasm"), "application/wasm");
+        assert_eq!(
+            content_type("pkg/patchbay_materializer_bg.wasm"),
+            "application/wasm"
+        );
         assert_eq!(content_type("worker.js"), "text/javascript; charset=utf-8");
         assert_eq!(content_type("INDEX.HTML"), "text/html; charset=utf-8");
         assert_eq!(content_type("Makefile"), "application/octet-stream");
@@ -131,7 +159,11 @@ mod tests {
 
     #[test]
     fn if_none_match_accepts_lists_weak_tags_and_star() {
-        let req = |v: &str| actix_web::test::TestRequest::default().insert_header((header::IF_NONE_MATCH, v)).to_http_request();
+        let req = |v: &str| {
+            actix_web::test::TestRequest::default()
+                .insert_header((header::IF_NONE_MATCH, v))
+                .to_http_request()
+        };
         assert!(if_none_match(&req(r#""a", "b""#), r#""b""#));
         assert!(if_none_match(&req(r#"W/"b""#), r#""b""#));
         assert!(if_none_match(&req("*"), r#""b""#));

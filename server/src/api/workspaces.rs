@@ -36,21 +36,28 @@ pub struct WorkspaceView {
 
 impl From<&Workspace> for WorkspaceView {
     fn from(ws: &Workspace) -> Self {
-        Self { name: ws.name.clone(), created_at: clock::rfc3339(ws.created_at_ms) }
+        Self {
+            name: ws.name.clone(),
+            created_at: clock::rfc3339(ws.created_at_ms),
+        }
     }
 }
 
 /// Workspace names appear in URLs and keys: keep them to a safe alphabet.
 pub fn validate_name(name: &str) -> ApiResult<()> {
     let ok = (1..=63).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-');
     if ok {
         Ok(())
     } else {
         Err(ApiError::bad_request(
             "invalid-name",
-            format!("workspace name {name:?} must be 1-63 characters of a-z, 0-9 and '-', not starting with '-'"),
+            format!(
+                "workspace name {name:?} must be 1-63 characters of a-z, 0-9 and '-', not starting with '-'"
+            ),
         ))
     }
 }
@@ -63,25 +70,43 @@ pub fn validate_name(name: &str) -> ApiResult<()> {
         (status = 403, description = "Not a system key", content_type = "application/problem+json"),
         (status = 409, description = "The name is taken", content_type = "application/problem+json"),
     ))]
-pub async fn create(principal: Principal, state: web::Data<AppState>, body: web::Json<CreateWorkspace>) -> ApiResult<HttpResponse> {
+pub async fn create(
+    principal: Principal,
+    state: web::Data<AppState>,
+    body: web::Json<CreateWorkspace>,
+) -> ApiResult<HttpResponse> {
     principal.require_system()?;
     validate_name(&body.name)?;
-    let ws = state.store.create_workspace(&body.name, clock::now_ms()).await?;
+    let ws = state
+        .store
+        .create_workspace(&body.name, clock::now_ms())
+        .await?;
     Ok(HttpResponse::Created().json(WorkspaceView::from(&ws)))
 }
 
 #[utoipa::path(get, path = "/api/v1/workspaces", tag = "workspaces", params(PageQuery),
     security(("bearer" = [])),
     responses((status = 200, body = Page<WorkspaceView>, description = "System keys see all workspaces, others their own")))]
-pub async fn list(principal: Principal, state: web::Data<AppState>, page: web::Query<PageQuery>) -> ApiResult<HttpResponse> {
+pub async fn list(
+    principal: Principal,
+    state: web::Data<AppState>,
+    page: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
     let limit = page.limit()?;
     let items: Vec<WorkspaceView> = if principal.system {
-        let all = state.store.list_workspaces(page.after.as_deref(), limit).await?;
+        let all = state
+            .store
+            .list_workspaces(page.after.as_deref(), limit)
+            .await?;
         all.iter().map(WorkspaceView::from).collect()
     } else {
         let own = state.store.get_workspace(&principal.workspace).await?;
         own.iter()
-            .filter(|ws| page.after.as_deref().is_none_or(|after| ws.name.as_str() > after))
+            .filter(|ws| {
+                page.after
+                    .as_deref()
+                    .is_none_or(|after| ws.name.as_str() > after)
+            })
             .map(WorkspaceView::from)
             .collect()
     };
@@ -97,10 +122,17 @@ pub async fn list(principal: Principal, state: web::Data<AppState>, page: web::Q
         (status = 404, description = "No such workspace", content_type = "application/problem+json"),
         (status = 409, description = "The caller's own workspace", content_type = "application/problem+json"),
     ))]
-pub async fn delete(principal: Principal, state: web::Data<AppState>, name: web::Path<String>) -> ApiResult<HttpResponse> {
+pub async fn delete(
+    principal: Principal,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> ApiResult<HttpResponse> {
     principal.require_system()?;
     if *name == principal.workspace {
-        return Err(ApiError::conflict("own-workspace", "a key cannot delete the workspace it belongs to"));
+        return Err(ApiError::conflict(
+            "own-workspace",
+            "a key cannot delete the workspace it belongs to",
+        ));
     }
     if !state.store.delete_workspace(&name).await? {
         return Err(ApiError::not_found("workspace"));

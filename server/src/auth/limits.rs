@@ -26,8 +26,10 @@ pub struct Limits {
 impl Limits {
     pub fn new(config: &AuthConfig) -> Self {
         let nz = |n: u32| NonZeroU32::new(n.max(1)).expect("at least 1");
-        let per_key = Quota::per_second(nz(config.key_requests_per_second)).allow_burst(nz(config.key_burst));
-        let failed = Quota::per_minute(nz(config.failed_per_minute)).allow_burst(nz(config.failed_burst));
+        let per_key =
+            Quota::per_second(nz(config.key_requests_per_second)).allow_burst(nz(config.key_burst));
+        let failed =
+            Quota::per_minute(nz(config.failed_per_minute)).allow_burst(nz(config.failed_burst));
         Self {
             per_key: RateLimiter::keyed(per_key),
             failed: RateLimiter::keyed(failed),
@@ -72,7 +74,10 @@ impl Limits {
         self.per_key.retain_recent();
         self.failed.retain_recent();
         let now = Instant::now();
-        self.blocked.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, until| *until > now);
+        self.blocked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, until| *until > now);
     }
 }
 
@@ -82,7 +87,11 @@ mod tests {
 
     #[test]
     fn key_bucket_runs_dry_after_its_burst() {
-        let limits = Limits::new(&AuthConfig { key_requests_per_second: 1, key_burst: 3, ..AuthConfig::default() });
+        let limits = Limits::new(&AuthConfig {
+            key_requests_per_second: 1,
+            key_burst: 3,
+            ..AuthConfig::default()
+        });
         for _ in 0..3 {
             limits.check_key("k").unwrap();
         }
@@ -92,7 +101,11 @@ mod tests {
 
     #[test]
     fn failures_block_an_address_after_the_burst() {
-        let limits = Limits::new(&AuthConfig { failed_per_minute: 1, failed_burst: 2, ..AuthConfig::default() });
+        let limits = Limits::new(&AuthConfig {
+            failed_per_minute: 1,
+            failed_burst: 2,
+            ..AuthConfig::default()
+        });
         let ip: IpAddr = "127.0.0.9".parse().unwrap();
         assert!(limits.blocked_for(ip).is_none());
         assert!(limits.record_failure(ip).is_none());

@@ -80,10 +80,17 @@ impl AuthService {
     }
 
     /// Checks an `Authorization` header value. Every outcome is counted by reason.
-    pub async fn authenticate(&self, header: Option<&[u8]>, ip: Option<IpAddr>) -> ApiResult<Principal> {
+    pub async fn authenticate(
+        &self,
+        header: Option<&[u8]>,
+        ip: Option<IpAddr>,
+    ) -> ApiResult<Principal> {
         let Some(header) = header else {
             record(Outcome::Failure, "missing_auth");
-            return Err(ApiError::unauthorized("missing-auth", "send Authorization: Bearer <api key>"));
+            return Err(ApiError::unauthorized(
+                "missing-auth",
+                "send Authorization: Bearer <api key>",
+            ));
         };
         if let Some(ip) = ip
             && let Some(wait) = self.limits.blocked_for(ip)
@@ -100,7 +107,11 @@ impl AuthService {
             .and_then(|h| h.strip_prefix("Bearer "))
             .and_then(|t| token::parse(t.trim()));
         let Some(presented) = presented else {
-            return Err(self.fail(ip, "invalid_format", "the Authorization header must be `Bearer <api key>`"));
+            return Err(self.fail(
+                ip,
+                "invalid_format",
+                "the Authorization header must be `Bearer <api key>`",
+            ));
         };
         let (id, secret) = match presented {
             Presented::Minted { id, secret } => (id, secret),
@@ -122,7 +133,11 @@ impl AuthService {
         }
         if let Err(wait) = self.limits.check_key(&key.id) {
             record(Outcome::Failure, "rate_limited");
-            return Err(ApiError::too_many_requests("rate-limited", "this API key sent too many requests", wait));
+            return Err(ApiError::too_many_requests(
+                "rate-limited",
+                "this API key sent too many requests",
+                wait,
+            ));
         }
         record(Outcome::Success, "valid");
         Ok(Principal {
@@ -186,7 +201,11 @@ impl AuthService {
     pub async fn bootstrap(&self, admin_token: Option<&str>) -> anyhow::Result<Option<String>> {
         let workspace = match self.store.get_workspace(DEFAULT_WORKSPACE).await? {
             Some(ws) => ws,
-            None => match self.store.create_workspace(DEFAULT_WORKSPACE, clock::now_ms()).await {
+            None => match self
+                .store
+                .create_workspace(DEFAULT_WORKSPACE, clock::now_ms())
+                .await
+            {
                 Ok(ws) => ws,
                 // Another node created it at the same moment.
                 Err(crate::store::StoreError::Conflict(_)) => self
@@ -221,7 +240,13 @@ impl AuthService {
             return Ok(None);
         }
         let (_, text) = self
-            .mint(&workspace, Role::Admin, true, None, Some("generated on first start".into()))
+            .mint(
+                &workspace,
+                Role::Admin,
+                true,
+                None,
+                Some("generated on first start".into()),
+            )
             .await?;
         Ok(Some(text))
     }

@@ -73,7 +73,8 @@ pub fn parse(token: &str) -> Option<Presented<'_>> {
 }
 
 fn is_lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -95,7 +96,12 @@ mod tests {
 
     #[test]
     fn other_text_is_a_bootstrap_candidate_and_garbage_is_refused() {
-        assert_eq!(parse("my-admin-token"), Some(Presented::Bootstrap { token: "my-admin-token" }));
+        assert_eq!(
+            parse("my-admin-token"),
+            Some(Presented::Bootstrap {
+                token: "my-admin-token"
+            })
+        );
         assert_eq!(parse(""), None);
         assert_eq!(parse("has space"), None);
         assert_eq!(parse("naïve"), None);

@@ -30,7 +30,10 @@ impl Digest {
 
     /// RFC 9530 `Repr-Digest` value.
     pub fn repr_digest(&self) -> String {
-        format!("sha-256=:{}:", base64::engine::general_purpose::STANDARD.encode(self.0))
+        format!(
+            "sha-256=:{}:",
+            base64::engine::general_purpose::STANDARD.encode(self.0)
+        )
     }
 
     /// Strong entity tag: the content never changes under a digest.
@@ -58,6 +61,9 @@ mod tests {
         assert_eq!(d.object_path().as_ref(), format!("sha256/e3/{lower}"));
         assert!(Digest::parse("abc").is_none());
         assert!(Digest::parse(&"g".repeat(64)).is_none());
-        assert_eq!(d.repr_digest(), "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:");
+        assert_eq!(
+            d.repr_digest(),
+            "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:"
+        );
     }
 }

@@ -77,7 +77,11 @@ enum Sink {
 
 impl Cas {
     pub fn new(objects: Arc<dyn ObjectStore>, store: Arc<dyn Store>, max_blob_bytes: u64) -> Self {
-        Self { objects, store, max_blob_bytes }
+        Self {
+            objects,
+            store,
+            max_blob_bytes,
+        }
     }
 
     pub fn max_blob_bytes(&self) -> u64 {
@@ -85,7 +89,12 @@ impl Cas {
     }
 
     /// Stores a body for a workspace, verifying it against `expected` when given.
-    pub async fn put<S>(&self, workspace_id: &str, expected: Option<Digest>, mut body: S) -> Result<Stored, CasError>
+    pub async fn put<S>(
+        &self,
+        workspace_id: &str,
+        expected: Option<Digest>,
+        mut body: S,
+    ) -> Result<Stored, CasError>
     where
         S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
     {
@@ -93,7 +102,11 @@ impl Cas {
             Some(d) => self.exists(&d).await?,
             None => false,
         };
-        let mut sink = if already_stored { Sink::Discard } else { Sink::Buffer(Vec::new(), 0) };
+        let mut sink = if already_stored {
+            Sink::Discard
+        } else {
+            Sink::Buffer(Vec::new(), 0)
+        };
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         let result: Result<(), CasError> = async {
@@ -101,7 +114,9 @@ impl Cas {
                 let chunk = chunk.map_err(CasError::Body)?;
                 size += chunk.len() as u64;
                 if size > self.max_blob_bytes {
-                    return Err(CasError::TooLarge { limit: self.max_blob_bytes });
+                    return Err(CasError::TooLarge {
+                        limit: self.max_blob_bytes,
+                    });
                 }
                 metrics::counter!(CAS_RECEIVED_BYTES_TOTAL).increment(chunk.len() as u64);
                 hasher.update(&chunk);
@@ -121,16 +136,30 @@ impl Cas {
         {
             self.discard(sink).await;
             metrics::counter!(CAS_PUTS_TOTAL, "outcome" => "rejected").increment(1);
-            return Err(CasError::DigestMismatch { expected, actual: digest });
+            return Err(CasError::DigestMismatch {
+                expected,
+                actual: digest,
+            });
         }
         let deduplicated = self.commit(sink, &digest).await?;
         if deduplicated {
             metrics::counter!(CAS_DEDUP_HITS_TOTAL).increment(1);
         }
-        let new_for_workspace = self.store.add_blob_ref(workspace_id, &digest.hex(), size, clock::now_ms()).await?;
-        let outcome = if new_for_workspace { "created" } else { "existing" };
+        let new_for_workspace = self
+            .store
+            .add_blob_ref(workspace_id, &digest.hex(), size, clock::now_ms())
+            .await?;
+        let outcome = if new_for_workspace {
+            "created"
+        } else {
+            "existing"
+        };
         metrics::counter!(CAS_PUTS_TOTAL, "outcome" => outcome).increment(1);
-        Ok(Stored { digest, size, new_for_workspace })
+        Ok(Stored {
+            digest,
+            size,
+            new_for_workspace,
+        })
     }
 
     /// Stores bytes the server produced itself (a workflow's base document or a compaction
@@ -151,7 +180,8 @@ impl Cas {
                 *buffered += chunk.len();
                 chunks.push(chunk);
                 if *buffered > SMALL_BLOB_BYTES {
-                    let temp = Path::from(format!("{TEMP_PREFIX}/{}", uuid::Uuid::now_v7().simple()));
+                    let temp =
+                        Path::from(format!("{TEMP_PREFIX}/{}", uuid::Uuid::now_v7().simple()));
                     let upload = self.objects.put_multipart(&temp).await?;
                     let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
                     for chunk in std::mem::take(chunks) {
@@ -173,7 +203,9 @@ impl Cas {
                 if self.exists(digest).await? {
                     return Ok(true);
                 }
-                self.objects.put(&path, PutPayload::from_iter(chunks)).await?;
+                self.objects
+                    .put(&path, PutPayload::from_iter(chunks))
+                    .await?;
                 Ok(false)
             }
             Sink::Multipart(temp, writer) => {
@@ -207,11 +239,19 @@ impl Cas {
     }
 
     /// The blob's size if the workspace may read it.
-    pub async fn visible_size(&self, workspace_id: &str, digest: &Digest) -> Result<Option<u64>, StoreError> {
+    pub async fn visible_size(
+        &self,
+        workspace_id: &str,
+        digest: &Digest,
+    ) -> Result<Option<u64>, StoreError> {
         self.store.blob_ref(workspace_id, &digest.hex()).await
     }
 
-    pub async fn missing(&self, workspace_id: &str, digests: &[Digest]) -> Result<Vec<Digest>, StoreError> {
+    pub async fn missing(
+        &self,
+        workspace_id: &str,
+        digests: &[Digest],
+    ) -> Result<Vec<Digest>, StoreError> {
         let hex: Vec<String> = digests.iter().map(Digest::hex).collect();
         let missing = self.store.missing_blobs(workspace_id, &hex).await?;
         Ok(missing.iter().filter_map(|h| Digest::parse(h)).collect())
@@ -227,10 +267,15 @@ impl Cas {
             range: range.map(GetRange::Bounded),
             ..GetOptions::default()
         };
-        let result = self.objects.get_opts(&digest.object_path(), options).await?;
+        let result = self
+            .objects
+            .get_opts(&digest.object_path(), options)
+            .await?;
         Ok(result
             .into_stream()
-            .inspect_ok(|chunk| metrics::counter!(CAS_SENT_BYTES_TOTAL).increment(chunk.len() as u64))
+            .inspect_ok(|chunk| {
+                metrics::counter!(CAS_SENT_BYTES_TOTAL).increment(chunk.len() as u64)
+            })
             .boxed())
     }
 

@@ -18,10 +18,15 @@ pub async fn middleware(
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     let Some(auth) = req.app_data::<web::Data<AuthService>>().cloned() else {
         let err = ApiError::internal("authentication is not configured", "AuthService missing");
-        return Ok(req.into_response(err.error_response()).map_into_right_body());
+        return Ok(req
+            .into_response(err.error_response())
+            .map_into_right_body());
     };
     let ip = req.peer_addr().map(|a| a.ip());
-    let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
     match auth.authenticate(header.as_deref(), ip).await {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
@@ -45,11 +50,8 @@ impl FromRequest for Principal {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(
-            req.extensions()
-                .get::<Principal>()
-                .cloned()
-                .ok_or_else(|| ApiError::unauthorized("missing-auth", "send Authorization: Bearer <api key>")),
-        )
+        ready(req.extensions().get::<Principal>().cloned().ok_or_else(|| {
+            ApiError::unauthorized("missing-auth", "send Authorization: Bearer <api key>")
+        }))
     }
 }

@@ -23,16 +23,25 @@ pub struct BodyDeadline {
     pub min_bytes_per_second: u64,
 }
 
-pub async fn middleware(mut req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+pub async fn middleware(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
         || req
             .headers()
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0");
-    if has_body && let Some(limits) = req.app_data::<web::Data<BodyDeadline>>().map(|d| *d.get_ref()) {
+    if has_body
+        && let Some(limits) = req
+            .app_data::<web::Data<BodyDeadline>>()
+            .map(|d| *d.get_ref())
+    {
         let inner = req.take_payload();
         let stream = DeadlineStream::new(inner, limits);
-        req.set_payload(Payload::from(Box::pin(stream) as Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>));
+        req.set_payload(Payload::from(
+            Box::pin(stream) as Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>
+        ));
     }
     next.call(req).await
 }
@@ -62,7 +71,9 @@ impl<S> DeadlineStream<S> {
     /// When the body must be complete at the latest, given what arrived so far.
     fn deadline(&self) -> Instant {
         let rate = self.limits.min_bytes_per_second.max(1);
-        self.started + self.limits.grace + Duration::from_secs_f64(self.received as f64 / rate as f64)
+        self.started
+            + self.limits.grace
+            + Duration::from_secs_f64(self.received as f64 / rate as f64)
     }
 }
 
@@ -89,7 +100,10 @@ where
             let deadline = self.deadline();
             if Instant::now() >= deadline {
                 self.expired = true;
-                let err = std::io::Error::new(std::io::ErrorKind::TimedOut, "request body arrived too slowly");
+                let err = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "request body arrived too slowly",
+                );
                 return Poll::Ready(Some(Err(PayloadError::Io(err))));
             }
             if self.timer.deadline() != deadline {
@@ -112,26 +126,46 @@ mod tests {
     async fn a_stalled_body_fails_after_the_grace_period() {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, PayloadError>>(4);
         let inner = tokio_stream_from(rx);
-        let mut stream = DeadlineStream::new(inner, BodyDeadline { grace: Duration::from_secs(2), min_bytes_per_second: 1000 });
+        let mut stream = DeadlineStream::new(
+            inner,
+            BodyDeadline {
+                grace: Duration::from_secs(2),
+                min_bytes_per_second: 1000,
+            },
+        );
         tx.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
-        assert_eq!(stream.next().await.unwrap().unwrap(), Bytes::from_static(b"abc"));
+        assert_eq!(
+            stream.next().await.unwrap().unwrap(),
+            Bytes::from_static(b"abc")
+        );
         let started = Instant::now();
         let err = stream.next().await.unwrap().unwrap_err();
         assert!(matches!(err, PayloadError::Io(ref e) if e.kind() == std::io::ErrorKind::TimedOut));
         // 2 s grace plus 3 bytes' worth at 1000 B/s.
         let waited = started.elapsed();
-        assert!(waited >= Duration::from_millis(2000) && waited < Duration::from_millis(2100), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(2000) && waited < Duration::from_millis(2100),
+            "{waited:?}"
+        );
         drop(tx);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_steady_body_completes() {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, PayloadError>>(4);
-        let mut stream = DeadlineStream::new(tokio_stream_from(rx), BodyDeadline { grace: Duration::from_secs(1), min_bytes_per_second: 10 });
+        let mut stream = DeadlineStream::new(
+            tokio_stream_from(rx),
+            BodyDeadline {
+                grace: Duration::from_secs(1),
+                min_bytes_per_second: 10,
+            },
+        );
         tokio::spawn(async move {
             for _ in 0..5 {
                 tokio::time::sleep(Duration::from_millis(900)).await;
-                tx.send(Ok(Bytes::from_static(b"0123456789"))).await.unwrap();
+                tx.send(Ok(Bytes::from_static(b"0123456789")))
+                    .await
+                    .unwrap();
             }
         });
         let mut total = 0;

@@ -16,7 +16,9 @@ pub async fn header_size(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    let limit = req.app_data::<web::Data<HeaderLimit>>().map_or(usize::MAX, |l| l.0);
+    let limit = req
+        .app_data::<web::Data<HeaderLimit>>()
+        .map_or(usize::MAX, |l| l.0);
     let size: usize = req
         .headers()
         .iter()
@@ -31,7 +33,9 @@ pub async fn header_size(
             format!("the request line and headers take {size} bytes; the limit is {limit}"),
         )
         .with("limit_bytes", limit as u64);
-        return Ok(req.into_response(problem.error_response()).map_into_right_body());
+        return Ok(req
+            .into_response(problem.error_response())
+            .map_into_right_body());
     }
     Ok(next.call(req).await?.map_into_left_body())
 }

@@ -34,7 +34,9 @@ pub struct Connection {
 }
 
 /// What the server's `on_connect` hook calls for each new connection.
-pub fn on_connect(window: Duration) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + Clone + 'static {
+pub fn on_connect(
+    window: Duration,
+) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + Clone + 'static {
     move |conn: &dyn Any, ext: &mut Extensions| {
         let Some(tcp) = conn.downcast_ref::<TcpStream>() else {
             return;
@@ -71,7 +73,9 @@ async fn watch(state: Weak<Connection>, window: Duration) {
         let deadline = conn.born + Duration::from_millis(idle_since) + window;
         let now = Instant::now();
         if now >= deadline {
-            tracing::debug!("closing a keep-alive connection whose next request head did not arrive in time");
+            tracing::debug!(
+                "closing a keep-alive connection whose next request head did not arrive in time"
+            );
             let _ = conn.socket.shutdown(std::net::Shutdown::Both);
             return;
         }
@@ -117,7 +121,10 @@ impl<B: MessageBody> MessageBody for Tracked<B> {
         self.body.size()
     }
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         self.project().body.poll_next(cx)
     }
 }

@@ -19,7 +19,10 @@ use crate::telemetry::names::*;
 /// Requests no route matched share this `path` value.
 pub const UNMATCHED: &str = "unmatched";
 
-pub async fn middleware(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let method = method_label(req.method());
     let request_bytes = req
@@ -32,9 +35,12 @@ pub async fn middleware(req: ServiceRequest, next: Next<impl MessageBody>) -> Re
     drop(in_flight);
     let (path, status, response_bytes) = match &result {
         Ok(res) => (
-            res.request()
-                .match_pattern()
-                .or_else(|| res.request().extensions().get::<RouteTemplate>().map(|t| t.0.to_string())),
+            res.request().match_pattern().or_else(|| {
+                res.request()
+                    .extensions()
+                    .get::<RouteTemplate>()
+                    .map(|t| t.0.to_string())
+            }),
             res.status(),
             match res.response().body().size() {
                 BodySize::Sized(n) => Some(n),
@@ -43,7 +49,11 @@ pub async fn middleware(req: ServiceRequest, next: Next<impl MessageBody>) -> Re
         ),
         Err(err) => (None, err.as_response_error().status_code(), None),
     };
-    let handles = handles(method, path.as_deref().unwrap_or(UNMATCHED), status.as_u16());
+    let handles = handles(
+        method,
+        path.as_deref().unwrap_or(UNMATCHED),
+        status.as_u16(),
+    );
     handles.requests.increment(1);
     handles.duration.record(started.elapsed().as_secs_f64());
     if let Some(n) = request_bytes {

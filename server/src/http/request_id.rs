@@ -15,7 +15,10 @@ const MAX_LEN: usize = 128;
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-pub async fn middleware(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let id = req
         .headers()
         .get(&HEADER)
@@ -29,7 +32,11 @@ pub async fn middleware(req: ServiceRequest, next: Next<impl MessageBody>) -> Re
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
     span.in_scope(|| {
-        tracing::info!(status, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request completed");
+        tracing::info!(
+            status,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "request completed"
+        );
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(HEADER, value);

@@ -40,21 +40,42 @@ pub async fn dispatch(
 ) -> Result<HttpResponse, ApiError> {
     let table = host.table();
     let Some((template, entry)) = table.lookup(req.path()) else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not-found", "Not found", format!("no route for {} {}", req.method(), req.path())));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            format!("no route for {} {}", req.method(), req.path()),
+        ));
     };
     let entry = Arc::clone(entry);
-    req.extensions_mut().insert(RouteTemplate(Arc::clone(template)));
+    req.extensions_mut()
+        .insert(RouteTemplate(Arc::clone(template)));
     drop(table);
     let plugin = entry.plugin.name.clone();
     if !entry.methods.contains(req.method()) {
-        return Err(plugin_problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", &plugin, format!("{} is not served here", req.method())).allow(entry.allow.clone()));
+        return Err(plugin_problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            &plugin,
+            format!("{} is not served here", req.method()),
+        )
+        .allow(entry.allow.clone()));
     }
     let principal = match entry.auth {
         RouteAuth::Public => None,
         RouteAuth::Read | RouteAuth::Write => {
-            let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
-            let principal = auth.authenticate(header.as_deref(), req.peer_addr().map(|a| a.ip())).await?;
-            principal.require(if entry.auth == RouteAuth::Write { Role::Write } else { Role::Read })?;
+            let header = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes().to_vec());
+            let principal = auth
+                .authenticate(header.as_deref(), req.peer_addr().map(|a| a.ip()))
+                .await?;
+            principal.require(if entry.auth == RouteAuth::Write {
+                Role::Write
+            } else {
+                Role::Read
+            })?;
             Some(principal)
         }
     };
@@ -66,17 +87,22 @@ pub async fn dispatch(
         Err(rejection) => return Err(reject(&plugin, rejection, limits.block_timeout_ms)),
     };
     let waited = admitted.waited;
-    metrics::histogram!(PLUGIN_QUEUE_WAIT_SECONDS, "plugin" => plugin.clone()).record(waited.as_secs_f64());
+    metrics::histogram!(PLUGIN_QUEUE_WAIT_SECONDS, "plugin" => plugin.clone())
+        .record(waited.as_secs_f64());
     metrics::counter!(PLUGIN_DISPATCHED_TOTAL, "plugin" => plugin.clone()).increment(1);
 
     let body = match &entry.schema {
-        Some(schema) => match validated_body(payload, schema, limits.max_request_body_bytes).await {
-            Ok(body) => RequestBody::from_stream(futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) })),
-            Err(problem) => {
-                finish(&entry, "bad_request", false);
-                return Err(problem.with("plugin", plugin));
+        Some(schema) => {
+            match validated_body(payload, schema, limits.max_request_body_bytes).await {
+                Ok(body) => RequestBody::from_stream(futures_util::stream::once(async move {
+                    Ok::<_, std::io::Error>(body)
+                })),
+                Err(problem) => {
+                    finish(&entry, "bad_request", false);
+                    return Err(problem.with("plugin", plugin));
+                }
             }
-        },
+        }
         None => RequestBody::from_local_stream(payload),
     };
     let mut request_limits = entry.request_limits.clone();
@@ -90,8 +116,12 @@ pub async fn dispatch(
         // client left early.
         instance_guard: Some(Box::new(admitted)),
     };
-    let response = host.runtime().handle(&entry.plugin.component, &request_limits, guest_request).await;
-    metrics::histogram!(PLUGIN_EXECUTION_SECONDS, "plugin" => plugin.clone()).record((started.elapsed() - waited).as_secs_f64());
+    let response = host
+        .runtime()
+        .handle(&entry.plugin.component, &request_limits, guest_request)
+        .await;
+    metrics::histogram!(PLUGIN_EXECUTION_SECONDS, "plugin" => plugin.clone())
+        .record((started.elapsed() - waited).as_secs_f64());
     let response = match response {
         Ok(response) => response,
         Err(err) => {
@@ -102,7 +132,10 @@ pub async fn dispatch(
     let mut builder = HttpResponse::build(http_compat::status(response.status));
     for (name, value) in &response.headers {
         // actix sets framing headers itself from the body.
-        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING || name == http::header::CONNECTION {
+        if name == http::header::CONTENT_LENGTH
+            || name == http::header::TRANSFER_ENCODING
+            || name == http::header::CONNECTION
+        {
             continue;
         }
         if let Some(pair) = http_compat::from_guest_header(name, value) {
@@ -110,7 +143,10 @@ pub async fn dispatch(
         }
     }
     let length = response.body.content_length();
-    let stream = Finishing { body: response.body, entry: Some(entry) };
+    let stream = Finishing {
+        body: response.body,
+        entry: Some(entry),
+    };
     Ok(match length {
         Some(n) => builder.body(SizedStream::new(n, stream)),
         None => builder.body(BodyStream::new(stream)),
@@ -132,19 +168,29 @@ fn guest_headers(req: &HttpRequest, principal: Option<&crate::auth::Principal>) 
     if let Some(id) = req.extensions().get::<RequestId>()
         && let Ok(value) = http::HeaderValue::from_str(&id.0)
     {
-        headers.insert(http::HeaderName::from_static("x-patchbay-request-id"), value);
+        headers.insert(
+            http::HeaderName::from_static("x-patchbay-request-id"),
+            value,
+        );
     }
     if let Some(p) = principal {
         if let Ok(value) = http::HeaderValue::from_str(&p.workspace) {
             headers.insert(http::HeaderName::from_static("x-patchbay-workspace"), value);
         }
-        headers.insert(http::HeaderName::from_static("x-patchbay-role"), http::HeaderValue::from_static(p.role.as_str()));
+        headers.insert(
+            http::HeaderName::from_static("x-patchbay-role"),
+            http::HeaderValue::from_static(p.role.as_str()),
+        );
     }
     headers
 }
 
 /// Buffers a JSON body (bounded) and checks it against the route's schema.
-async fn validated_body(mut payload: web::Payload, schema: &jsonschema::Validator, limit: u64) -> Result<Bytes, ApiError> {
+async fn validated_body(
+    mut payload: web::Payload,
+    schema: &jsonschema::Validator,
+    limit: u64,
+) -> Result<Bytes, ApiError> {
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| crate::error::extractors::payload_problem(&e))?;
@@ -153,14 +199,21 @@ async fn validated_body(mut payload: web::Payload, schema: &jsonschema::Validato
         }
         body.extend_from_slice(&chunk);
     }
-    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid-json", format!("the body is not JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid-json", format!("the body is not JSON: {e}")))?;
     let errors: Vec<serde_json::Value> = schema
         .iter_errors(&value)
         .take(20)
         .map(|e| serde_json::json!({"pointer": e.instance_path().to_string(), "message": e.to_string()}))
         .collect();
     if !errors.is_empty() {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "schema-violation", "Unprocessable content", "the body does not match the route's request schema").with("errors", errors));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "schema-violation",
+            "Unprocessable content",
+            "the body does not match the route's request schema",
+        )
+        .with("errors", errors));
     }
     Ok(body.freeze())
 }
@@ -171,11 +224,23 @@ fn reject(plugin: &str, rejection: Rejection, block_timeout_ms: u64) -> ApiError
     match rejection {
         Rejection::Shed => {
             metrics::counter!(PLUGIN_REQUESTS_TOTAL, "plugin" => plugin.to_string(), "outcome" => "shed").increment(1);
-            plugin_problem(StatusCode::TOO_MANY_REQUESTS, "plugin-overloaded", plugin, "the route's queue is full").retry_after(retry)
+            plugin_problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "plugin-overloaded",
+                plugin,
+                "the route's queue is full",
+            )
+            .retry_after(retry)
         }
         Rejection::QueueTimeout => {
             metrics::counter!(PLUGIN_REQUESTS_TOTAL, "plugin" => plugin.to_string(), "outcome" => "queue_timeout").increment(1);
-            plugin_problem(StatusCode::SERVICE_UNAVAILABLE, "plugin-queue-timeout", plugin, "no instance became free in time").retry_after(retry)
+            plugin_problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "plugin-queue-timeout",
+                plugin,
+                "no instance became free in time",
+            )
+            .retry_after(retry)
         }
     }
 }
@@ -190,15 +255,24 @@ fn exec_problem(plugin: &str, err: &ExecError) -> ApiError {
         ExecError::StackOverflow => (StatusCode::INTERNAL_SERVER_ERROR, "plugin-stack-overflow"),
         ExecError::Memory => (StatusCode::INTERNAL_SERVER_ERROR, "plugin-memory"),
         ExecError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "plugin-timeout"),
-        ExecError::BadResponse(_) | ExecError::ResponseBodyTooLarge { .. } => (StatusCode::BAD_GATEWAY, "plugin-bad-response"),
-        ExecError::RequestBodyTooLarge { limit } => return ApiError::payload_too_large(*limit).with("plugin", plugin.to_string()),
+        ExecError::BadResponse(_) | ExecError::ResponseBodyTooLarge { .. } => {
+            (StatusCode::BAD_GATEWAY, "plugin-bad-response")
+        }
+        ExecError::RequestBodyTooLarge { limit } => {
+            return ApiError::payload_too_large(*limit).with("plugin", plugin.to_string());
+        }
         ExecError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin-internal"),
     };
     tracing::warn!(plugin, error = %err, "plugin request failed");
     plugin_problem(status, kind, plugin, err.to_string())
 }
 
-fn plugin_problem(status: StatusCode, kind: &'static str, plugin: &str, detail: impl Into<String>) -> ApiError {
+fn plugin_problem(
+    status: StatusCode,
+    kind: &'static str,
+    plugin: &str,
+    detail: impl Into<String>,
+) -> ApiError {
     let title = status.canonical_reason().unwrap_or("Plugin error");
     ApiError::new(status, kind, title, detail).with("plugin", plugin.to_string())
 }

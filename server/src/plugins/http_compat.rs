@@ -18,12 +18,21 @@ pub fn status(s: http::StatusCode) -> actix::StatusCode {
 }
 
 /// A request header for the guest; None for the rare name or value one side rejects.
-pub fn to_guest_header(name: &actix::header::HeaderName, value: &actix::header::HeaderValue) -> Option<(http::HeaderName, http::HeaderValue)> {
-    Some((http::HeaderName::from_bytes(name.as_str().as_bytes()).ok()?, http::HeaderValue::from_bytes(value.as_bytes()).ok()?))
+pub fn to_guest_header(
+    name: &actix::header::HeaderName,
+    value: &actix::header::HeaderValue,
+) -> Option<(http::HeaderName, http::HeaderValue)> {
+    Some((
+        http::HeaderName::from_bytes(name.as_str().as_bytes()).ok()?,
+        http::HeaderValue::from_bytes(value.as_bytes()).ok()?,
+    ))
 }
 
 /// A response header for the caller.
-pub fn from_guest_header(name: &http::HeaderName, value: &http::HeaderValue) -> Option<(actix::header::HeaderName, actix::header::HeaderValue)> {
+pub fn from_guest_header(
+    name: &http::HeaderName,
+    value: &http::HeaderValue,
+) -> Option<(actix::header::HeaderName, actix::header::HeaderValue)> {
     Some((
         actix::header::HeaderName::from_bytes(name.as_str().as_bytes()).ok()?,
         actix::header::HeaderValue::from_bytes(value.as_bytes()).ok()?,

@@ -123,7 +123,10 @@ pub struct ManifestError {
 }
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> ManifestError {
-    ManifestError { field: field.into(), message: message.into() }
+    ManifestError {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 impl Manifest {
@@ -132,7 +135,8 @@ impl Manifest {
         if text.trim_start().starts_with('{') {
             serde_json::from_str(text).map_err(|e| err("manifest", format!("invalid JSON: {e}")))
         } else {
-            toml::from_str(text).map_err(|e| err("manifest", format!("invalid TOML: {}", e.message())))
+            toml::from_str(text)
+                .map_err(|e| err("manifest", format!("invalid TOML: {}", e.message())))
         }
     }
 
@@ -149,11 +153,20 @@ impl Manifest {
     /// Checks names and routes and resolves every route's limits.
     pub fn resolve(&self, server: &PluginsConfig) -> Result<Vec<Limits>, ManifestError> {
         let name_ok = (1..=64).contains(&self.name.len())
-            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !name_ok {
-            return Err(err("name", format!("{:?} must match [a-z0-9-]{{1,64}}", self.name)));
+            return Err(err(
+                "name",
+                format!("{:?} must match [a-z0-9-]{{1,64}}", self.name),
+            ));
         }
-        if self.version.is_empty() || self.version.len() > 64 || self.version.chars().any(char::is_whitespace) {
+        if self.version.is_empty()
+            || self.version.len() > 64
+            || self.version.chars().any(char::is_whitespace)
+        {
             return Err(err("version", "must be 1-64 characters without spaces"));
         }
         if self.routes.is_empty() {
@@ -164,7 +177,8 @@ impl Manifest {
                 return Err(err(format!("env.{name}"), "not a valid variable name"));
             }
         }
-        let plugin_limits = resolve_limits(&self.limits, &server.defaults_spec(), "limits", server)?;
+        let plugin_limits =
+            resolve_limits(&self.limits, &server.defaults_spec(), "limits", server)?;
         let plugin_spec = plugin_limits.as_spec();
         let mut resolved = Vec::with_capacity(self.routes.len());
         for (i, route) in self.routes.iter().enumerate() {
@@ -174,14 +188,29 @@ impl Manifest {
                 return Err(err(format!("{field}.methods"), "list at least one method"));
             }
             for method in &route.methods {
-                if actix_web::http::Method::from_bytes(method.as_bytes()).is_err() || method.to_uppercase() != *method {
-                    return Err(err(format!("{field}.methods"), format!("{method:?} is not an upper-case HTTP method")));
+                if actix_web::http::Method::from_bytes(method.as_bytes()).is_err()
+                    || method.to_uppercase() != *method
+                {
+                    return Err(err(
+                        format!("{field}.methods"),
+                        format!("{method:?} is not an upper-case HTTP method"),
+                    ));
                 }
             }
             if let Some(schema) = &route.request_schema {
-                jsonschema::validator_for(schema).map_err(|e| err(format!("{field}.request_schema"), format!("invalid JSON Schema: {e}")))?;
+                jsonschema::validator_for(schema).map_err(|e| {
+                    err(
+                        format!("{field}.request_schema"),
+                        format!("invalid JSON Schema: {e}"),
+                    )
+                })?;
             }
-            resolved.push(resolve_limits(&route.limits, &plugin_spec, &format!("{field}.limits"), server)?);
+            resolved.push(resolve_limits(
+                &route.limits,
+                &plugin_spec,
+                &format!("{field}.limits"),
+                server,
+            )?);
         }
         Ok(resolved)
     }
@@ -204,12 +233,20 @@ impl Limits {
 }
 
 /// Fills `spec` from `base` and checks each value against the server's ceilings.
-fn resolve_limits(spec: &LimitsSpec, base: &LimitsSpec, field: &str, server: &PluginsConfig) -> Result<Limits, ManifestError> {
+fn resolve_limits(
+    spec: &LimitsSpec,
+    base: &LimitsSpec,
+    field: &str,
+    server: &PluginsConfig,
+) -> Result<Limits, ManifestError> {
     let pick = |a: Option<u64>, b: Option<u64>| a.or(b).unwrap_or_default();
     let limits = Limits {
         max_instances: spec.max_instances.or(base.max_instances).unwrap_or(1),
         queue: spec.queue.or(base.queue).unwrap_or(0),
-        backpressure: spec.backpressure.or(base.backpressure).unwrap_or(Backpressure::Block),
+        backpressure: spec
+            .backpressure
+            .or(base.backpressure)
+            .unwrap_or(Backpressure::Block),
         block_timeout_ms: pick(spec.block_timeout_ms, base.block_timeout_ms),
         timeout_ms: pick(spec.timeout_ms, base.timeout_ms),
         memory_mb: pick(spec.memory_mb, base.memory_mb),
@@ -218,21 +255,47 @@ fn resolve_limits(spec: &LimitsSpec, base: &LimitsSpec, field: &str, server: &Pl
         stack_kb: pick(spec.stack_kb, base.stack_kb),
     };
     let ceilings: [(&str, u64, u64, u64); 7] = [
-        ("max_instances", u64::from(limits.max_instances), 1, u64::from(server.max_instances_total)),
-        ("queue", u64::from(limits.queue), 0, u64::from(server.max_queue)),
+        (
+            "max_instances",
+            u64::from(limits.max_instances),
+            1,
+            u64::from(server.max_instances_total),
+        ),
+        (
+            "queue",
+            u64::from(limits.queue),
+            0,
+            u64::from(server.max_queue),
+        ),
         ("timeout_ms", limits.timeout_ms, 1, server.max_timeout_ms),
         ("memory_mb", limits.memory_mb, 1, server.max_memory_mb),
-        ("max_request_body_bytes", limits.max_request_body_bytes, 0, server.max_body_bytes),
-        ("max_response_body_bytes", limits.max_response_body_bytes, 0, server.max_body_bytes),
+        (
+            "max_request_body_bytes",
+            limits.max_request_body_bytes,
+            0,
+            server.max_body_bytes,
+        ),
+        (
+            "max_response_body_bytes",
+            limits.max_response_body_bytes,
+            0,
+            server.max_body_bytes,
+        ),
         ("stack_kb", limits.stack_kb, 64, server.max_stack_kb),
     ];
     for (name, value, min, max) in ceilings {
         if value < min || value > max {
-            return Err(err(format!("{field}.{name}"), format!("{value} is outside {min}..={max} (the server's limits)")));
+            return Err(err(
+                format!("{field}.{name}"),
+                format!("{value} is outside {min}..={max} (the server's limits)"),
+            ));
         }
     }
     if limits.block_timeout_ms > limits.timeout_ms {
-        return Err(err(format!("{field}.block_timeout_ms"), "must not exceed timeout_ms"));
+        return Err(err(
+            format!("{field}.block_timeout_ms"),
+            "must not exceed timeout_ms",
+        ));
     }
     Ok(limits)
 }
@@ -240,10 +303,15 @@ fn resolve_limits(spec: &LimitsSpec, base: &LimitsSpec, field: &str, server: &Pl
 /// Route paths: absolute, `{name}` parameters, a final `{*rest}`, nothing reserved.
 fn check_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') || path.len() > 512 {
-        return Err(format!("{path:?} must start with '/' and be at most 512 characters"));
+        return Err(format!(
+            "{path:?} must start with '/' and be at most 512 characters"
+        ));
     }
     for prefix in RESERVED_PREFIXES {
-        if path == *prefix || path.starts_with(&format!("{prefix}/")) || path == "/" && *prefix == "/" {
+        if path == *prefix
+            || path.starts_with(&format!("{prefix}/"))
+            || path == "/" && *prefix == "/"
+        {
             return Err(format!("{path:?} conflicts with the server's own {prefix}"));
         }
     }
@@ -255,7 +323,9 @@ fn check_path(path: &str) -> Result<(), String> {
                 None => (inner, false),
             };
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(format!("parameter {segment:?} needs a name of letters, digits and '_'"));
+                return Err(format!(
+                    "parameter {segment:?} needs a name of letters, digits and '_'"
+                ));
             }
             if catch_all && i != segments.len() - 1 {
                 return Err(format!("{segment:?} must be the last segment"));
@@ -310,13 +380,31 @@ backpressure = "shed"
     fn bad_manifests_name_the_field() {
         let config = PluginsConfig::default();
         let cases = [
-            (HELLO.replace("name = \"hello\"", "name = \"Hello!\""), "name"),
-            (HELLO.replace("/hello/{name}", "/api/hello"), "routes[0].path"),
-            (HELLO.replace("/hello/{name}", "/hello/{*rest}/more"), "routes[0].path"),
+            (
+                HELLO.replace("name = \"hello\"", "name = \"Hello!\""),
+                "name",
+            ),
+            (
+                HELLO.replace("/hello/{name}", "/api/hello"),
+                "routes[0].path",
+            ),
+            (
+                HELLO.replace("/hello/{name}", "/hello/{*rest}/more"),
+                "routes[0].path",
+            ),
             (HELLO.replace("/hello/{name}", "hello"), "routes[0].path"),
-            (HELLO.replace("max_instances = 16", "max_instances = 100000"), "limits.max_instances"),
-            (HELLO.replace("methods = [\"GET\"]", "methods = [\"get\"]"), "routes[0].methods"),
-            (HELLO.replace("memory_mb = 64", "memory_mb = 0"), "limits.memory_mb"),
+            (
+                HELLO.replace("max_instances = 16", "max_instances = 100000"),
+                "limits.max_instances",
+            ),
+            (
+                HELLO.replace("methods = [\"GET\"]", "methods = [\"get\"]"),
+                "routes[0].methods",
+            ),
+            (
+                HELLO.replace("memory_mb = 64", "memory_mb = 0"),
+                "limits.memory_mb",
+            ),
         ];
         for (text, field) in cases {
             let manifest = Manifest::parse(&text).unwrap();
@@ -324,7 +412,17 @@ backpressure = "shed"
             assert_eq!(e.field, field, "{e}");
         }
         assert_eq!(Manifest::parse("name = 1").unwrap_err().field, "manifest");
-        let schema = HELLO.replace("methods = [\"GET\"]", "methods = [\"POST\"]\nrequest_schema = { type = \"nonsense\" }");
-        assert_eq!(Manifest::parse(&schema).unwrap().resolve(&config).unwrap_err().field, "routes[0].request_schema");
+        let schema = HELLO.replace(
+            "methods = [\"GET\"]",
+            "methods = [\"POST\"]\nrequest_schema = { type = \"nonsense\" }",
+        );
+        assert_eq!(
+            Manifest::parse(&schema)
+                .unwrap()
+                .resolve(&config)
+                .unwrap_err()
+                .field,
+            "routes[0].request_schema"
+        );
     }
 }

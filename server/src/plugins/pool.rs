@@ -71,10 +71,11 @@ impl Pool {
             Ok(permit) => permit,
             Err(_) => {
                 let place = self.queue_place(deadline).await?;
-                let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.running).acquire_owned())
-                    .await
-                    .map_err(|_| Rejection::QueueTimeout)?
-                    .map_err(|_| Rejection::QueueTimeout)?;
+                let permit =
+                    tokio::time::timeout_at(deadline, Arc::clone(&self.running).acquire_owned())
+                        .await
+                        .map_err(|_| Rejection::QueueTimeout)?
+                        .map_err(|_| Rejection::QueueTimeout)?;
                 drop(place);
                 permit
             }
@@ -85,7 +86,11 @@ impl Pool {
             .await
             .map_err(|_| Rejection::QueueTimeout)?
             .map_err(|_| Rejection::QueueTimeout)?;
-        Ok(Admitted { _route: route, _global: global, waited: started.elapsed() })
+        Ok(Admitted {
+            _route: route,
+            _global: global,
+            waited: started.elapsed(),
+        })
     }
 
     async fn queue_place(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, Rejection> {
@@ -107,9 +112,17 @@ impl Pool {
     pub fn figures(&self) -> PoolFigures {
         PoolFigures {
             capacity: self.limits.max_instances,
-            busy: self.limits.max_instances - self.running.available_permits().min(self.limits.max_instances as usize) as u32,
+            busy: self.limits.max_instances
+                - self
+                    .running
+                    .available_permits()
+                    .min(self.limits.max_instances as usize) as u32,
             queue_capacity: self.limits.queue,
-            queued: self.limits.queue - self.queue.available_permits().min(self.limits.queue as usize) as u32,
+            queued: self.limits.queue
+                - self
+                    .queue
+                    .available_permits()
+                    .min(self.limits.queue as usize) as u32,
         }
     }
 }
@@ -118,7 +131,12 @@ impl Pool {
 mod tests {
     use super::*;
 
-    fn limits(max_instances: u32, queue: u32, backpressure: Backpressure, block_timeout_ms: u64) -> Limits {
+    fn limits(
+        max_instances: u32,
+        queue: u32,
+        backpressure: Backpressure,
+        block_timeout_ms: u64,
+    ) -> Limits {
         Limits {
             max_instances,
             queue,
@@ -138,12 +156,21 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn shed_admits_capacity_plus_queue_and_rejects_the_rest_at_once() {
-        let pool = Arc::new(Pool::new(limits(2, 3, Backpressure::Shed, 0), Arc::new(Semaphore::new(100))));
-        let running: Vec<_> = [pool.admit(far()).await.unwrap(), pool.admit(far()).await.unwrap()].into();
+        let pool = Arc::new(Pool::new(
+            limits(2, 3, Backpressure::Shed, 0),
+            Arc::new(Semaphore::new(100)),
+        ));
+        let running: Vec<_> = [
+            pool.admit(far()).await.unwrap(),
+            pool.admit(far()).await.unwrap(),
+        ]
+        .into();
         let mut queued = Vec::new();
         for _ in 0..3 {
             let pool = Arc::clone(&pool);
-            queued.push(tokio::spawn(async move { pool.admit(far()).await.map(|_| ()) }));
+            queued.push(tokio::spawn(
+                async move { pool.admit(far()).await.map(|_| ()) },
+            ));
         }
         tokio::task::yield_now().await;
         assert_eq!(pool.figures().queued, 3);
@@ -157,7 +184,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn block_waits_for_a_queue_place_then_gives_up() {
-        let pool = Arc::new(Pool::new(limits(1, 1, Backpressure::Block, 50), Arc::new(Semaphore::new(100))));
+        let pool = Arc::new(Pool::new(
+            limits(1, 1, Backpressure::Block, 50),
+            Arc::new(Semaphore::new(100)),
+        ));
         let _running = pool.admit(far()).await.unwrap();
         let waiting = {
             let pool = Arc::clone(&pool);
@@ -172,10 +202,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_queued_request_gives_up_at_its_deadline() {
-        let pool = Pool::new(limits(1, 5, Backpressure::Block, 50), Arc::new(Semaphore::new(100)));
+        let pool = Pool::new(
+            limits(1, 5, Backpressure::Block, 50),
+            Arc::new(Semaphore::new(100)),
+        );
         let _running = pool.admit(far()).await.unwrap();
         let deadline = Instant::now() + Duration::from_millis(300);
-        assert_eq!(pool.admit(deadline).await.err(), Some(Rejection::QueueTimeout));
+        assert_eq!(
+            pool.admit(deadline).await.err(),
+            Some(Rejection::QueueTimeout)
+        );
         assert_eq!(pool.figures().queued, 0, "the queue place is given back");
     }
 

@@ -47,7 +47,8 @@ impl PluginStats {
     pub fn record(&self, ok: bool) {
         if ok {
             self.consecutive_failures.store(0, Ordering::Relaxed);
-            self.last_success_ms.store(clock::now_ms(), Ordering::Relaxed);
+            self.last_success_ms
+                .store(clock::now_ms(), Ordering::Relaxed);
         } else {
             self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -92,8 +93,15 @@ pub struct Clash {
 impl Clash {
     /// The error for a change made to `changed`: it names the other plugin.
     fn blame(self, changed: &str) -> HostError {
-        let owner = if self.existing_owner == changed { self.inserting } else { self.existing_owner };
-        HostError::RouteConflict { conflict: self.conflict, owner }
+        let owner = if self.existing_owner == changed {
+            self.inserting
+        } else {
+            self.existing_owner
+        };
+        HostError::RouteConflict {
+            conflict: self.conflict,
+            owner,
+        }
     }
 }
 
@@ -105,7 +113,10 @@ pub enum HostError {
     #[error("{0}")]
     Component(#[from] LoadError),
     #[error("{conflict} (plugin {owner})")]
-    RouteConflict { conflict: RouteConflict, owner: String },
+    RouteConflict {
+        conflict: RouteConflict,
+        owner: String,
+    },
     #[error("the server holds at most {0} plugins")]
     TooMany(u32),
     #[error("no such plugin")]
@@ -137,7 +148,10 @@ pub struct PluginHost {
 impl PluginHost {
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>, cas: Arc<Cas>) -> anyhow::Result<Self> {
         let plugins = &config.plugins;
-        let cache_dir = plugins.cache_dir.clone().unwrap_or_else(|| config.data_dir.join("plugin-cache"));
+        let cache_dir = plugins
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("plugin-cache"));
         let runtime = Runtime::new(EngineConfig {
             max_instances: plugins.max_instances_total,
             max_memory_bytes_per_instance: plugins.max_memory_mb << 20,
@@ -194,7 +208,8 @@ impl PluginHost {
                 Ok(plugin) => {
                     if active.contains_key(&plugin.name) {
                         tracing::error!(plugin = %plugin.name, "a plugin of this name is already loaded; skipping the copy from the plugins directory");
-                        metrics::counter!(PLUGIN_AUTOLOAD_TOTAL, "outcome" => "duplicate").increment(1);
+                        metrics::counter!(PLUGIN_AUTOLOAD_TOTAL, "outcome" => "duplicate")
+                            .increment(1);
                         continue;
                     }
                     metrics::counter!(PLUGIN_AUTOLOAD_TOTAL, "outcome" => "loaded").increment(1);
@@ -211,51 +226,98 @@ impl PluginHost {
         }
         self.generation.store(generation, Ordering::SeqCst);
         metrics::histogram!(PLUGIN_AUTOLOAD_SECONDS).record(started.elapsed().as_secs_f64());
-        tracing::info!(plugins = active.len(), routes = self.table.load().len(), elapsed_ms = started.elapsed().as_millis() as u64, "plugins loaded");
+        tracing::info!(
+            plugins = active.len(),
+            routes = self.table.load().len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "plugins loaded"
+        );
     }
 
     fn load_record_task(
         &self,
         record: PluginVersionRecord,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Arc<ActivePlugin>, (String, HostError)>> + '_>> {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Arc<ActivePlugin>, (String, HostError)>> + '_>,
+    > {
         Box::pin(async move {
             let source = format!("store:{}@{}", record.name, record.version);
             self.load_record(&record).await.map_err(|e| (source, e))
         })
     }
 
-    async fn load_directory_task(&self, manifest_path: PathBuf) -> Result<Arc<ActivePlugin>, (String, HostError)> {
+    async fn load_directory_task(
+        &self,
+        manifest_path: PathBuf,
+    ) -> Result<Arc<ActivePlugin>, (String, HostError)> {
         let source = manifest_path.display().to_string();
-        self.load_directory(&manifest_path).await.map_err(|e| (source, e))
+        self.load_directory(&manifest_path)
+            .await
+            .map_err(|e| (source, e))
     }
 
-    async fn load_record(&self, record: &PluginVersionRecord) -> Result<Arc<ActivePlugin>, HostError> {
-        let manifest: Manifest = serde_json::from_str(&record.manifest).map_err(|e| HostError::Internal(format!("stored manifest: {e}")))?;
-        let digest = Digest::parse(&record.digest).ok_or_else(|| HostError::Internal("stored digest is malformed".into()))?;
-        let wasm = self.cas.read_all(&digest).await.map_err(|e| HostError::Internal(format!("reading the component: {e}")))?;
-        self.compile(manifest, wasm.to_vec(), record.digest.clone(), Origin::Store).await
+    async fn load_record(
+        &self,
+        record: &PluginVersionRecord,
+    ) -> Result<Arc<ActivePlugin>, HostError> {
+        let manifest: Manifest = serde_json::from_str(&record.manifest)
+            .map_err(|e| HostError::Internal(format!("stored manifest: {e}")))?;
+        let digest = Digest::parse(&record.digest)
+            .ok_or_else(|| HostError::Internal("stored digest is malformed".into()))?;
+        let wasm = self
+            .cas
+            .read_all(&digest)
+            .await
+            .map_err(|e| HostError::Internal(format!("reading the component: {e}")))?;
+        self.compile(
+            manifest,
+            wasm.to_vec(),
+            record.digest.clone(),
+            Origin::Store,
+        )
+        .await
     }
 
     async fn load_directory(&self, manifest_path: &Path) -> Result<Arc<ActivePlugin>, HostError> {
-        let text = tokio::fs::read_to_string(manifest_path).await.map_err(|e| HostError::Internal(e.to_string()))?;
+        let text = tokio::fs::read_to_string(manifest_path)
+            .await
+            .map_err(|e| HostError::Internal(e.to_string()))?;
         let manifest = Manifest::parse(&text)?;
-        let file = manifest.component.clone().unwrap_or_else(|| format!("{}.wasm", manifest.name));
+        let file = manifest
+            .component
+            .clone()
+            .unwrap_or_else(|| format!("{}.wasm", manifest.name));
         let wasm_path = manifest_path.parent().unwrap_or(Path::new(".")).join(file);
-        let wasm = tokio::fs::read(&wasm_path).await.map_err(|e| HostError::Internal(format!("{}: {e}", wasm_path.display())))?;
+        let wasm = tokio::fs::read(&wasm_path)
+            .await
+            .map_err(|e| HostError::Internal(format!("{}: {e}", wasm_path.display())))?;
         let digest = sha256_hex(&wasm);
-        self.compile(manifest, wasm, digest, Origin::Directory).await
+        self.compile(manifest, wasm, digest, Origin::Directory)
+            .await
     }
 
     /// Validates the manifest and compiles (or loads the precompiled) component off the async
     /// workers.
-    async fn compile(&self, manifest: Manifest, wasm: Vec<u8>, digest: String, origin: Origin) -> Result<Arc<ActivePlugin>, HostError> {
+    async fn compile(
+        &self,
+        manifest: Manifest,
+        wasm: Vec<u8>,
+        digest: String,
+        origin: Origin,
+    ) -> Result<Arc<ActivePlugin>, HostError> {
         manifest.resolve(&self.config.plugins)?;
         let runtime = Arc::clone(&self.runtime);
         let digest_for_load = digest.clone();
         let component = tokio::task::spawn_blocking(move || runtime.load(&wasm, &digest_for_load))
             .await
             .map_err(|e| HostError::Internal(e.to_string()))??;
-        let stats = Arc::clone(self.stats.lock().unwrap_or_else(|e| e.into_inner()).entry(manifest.name.clone()).or_default());
+        let stats = Arc::clone(
+            self.stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(manifest.name.clone())
+                .or_default(),
+        );
         Ok(Arc::new(ActivePlugin {
             name: manifest.name.clone(),
             version: manifest.version.clone(),
@@ -269,10 +331,21 @@ impl PluginHost {
 
     /// Uploads a new version: stores the component and manifest, compiles, checks routes, and
     /// makes it active on this node at once (other nodes follow within `sync_interval_ms`).
-    pub async fn upload(&self, manifest: Manifest, wasm: Vec<u8>, workspace_id: &str) -> Result<Arc<ActivePlugin>, HostError> {
+    pub async fn upload(
+        &self,
+        manifest: Manifest,
+        wasm: Vec<u8>,
+        workspace_id: &str,
+    ) -> Result<Arc<ActivePlugin>, HostError> {
         if let Some((path, prefix)) = manifest.reserved_route() {
-            let conflict = RouteConflict { path, existing: prefix.to_string() };
-            return Err(HostError::RouteConflict { conflict, owner: "patchbay".into() });
+            let conflict = RouteConflict {
+                path,
+                existing: prefix.to_string(),
+            };
+            return Err(HostError::RouteConflict {
+                conflict,
+                owner: "patchbay".into(),
+            });
         }
         manifest.resolve(&self.config.plugins)?;
         let mut active = self.active.lock().await;
@@ -281,37 +354,59 @@ impl PluginHost {
         {
             return Err(HostError::FromDirectory(manifest.name.clone()));
         }
-        if !active.contains_key(&manifest.name) && active.len() >= self.config.plugins.max_plugins as usize {
+        if !active.contains_key(&manifest.name)
+            && active.len() >= self.config.plugins.max_plugins as usize
+        {
             return Err(HostError::TooMany(self.config.plugins.max_plugins));
         }
         let digest = sha256_hex(&wasm);
         let stored = self
             .cas
-            .put(workspace_id, Digest::parse(&digest), futures_util::stream::iter([Ok::<_, actix_web::error::PayloadError>(bytes::Bytes::from(wasm.clone()))]))
+            .put(
+                workspace_id,
+                Digest::parse(&digest),
+                futures_util::stream::iter([Ok::<_, actix_web::error::PayloadError>(
+                    bytes::Bytes::from(wasm.clone()),
+                )]),
+            )
             .await
             .map_err(|e| HostError::Internal(format!("storing the component: {e}")))?;
-        let plugin = self.compile(manifest, wasm, stored.digest.hex(), Origin::Store).await?;
+        let plugin = self
+            .compile(manifest, wasm, stored.digest.hex(), Origin::Store)
+            .await?;
         // Check the routes against everyone else before anything is recorded.
         let mut candidate = active.clone();
         candidate.insert(plugin.name.clone(), Arc::clone(&plugin));
-        let table = self.build_table(&candidate).map_err(|c| c.blame(&plugin.name))?;
+        let table = self
+            .build_table(&candidate)
+            .map_err(|c| c.blame(&plugin.name))?;
         let record = PluginVersionRecord {
             name: plugin.name.clone(),
             version: plugin.version.clone(),
-            manifest: serde_json::to_string(&plugin.manifest).map_err(|e| HostError::Internal(e.to_string()))?,
+            manifest: serde_json::to_string(&plugin.manifest)
+                .map_err(|e| HostError::Internal(e.to_string()))?,
             digest: plugin.digest.clone(),
             created_at_ms: clock::now_ms(),
         };
         self.store.add_plugin_version(&record).await?;
-        self.store.activate_plugin(&plugin.name, &plugin.version, clock::now_ms()).await?;
+        self.store
+            .activate_plugin(&plugin.name, &plugin.version, clock::now_ms())
+            .await?;
         self.table.store(Arc::new(table));
         *active = candidate;
-        self.generation.store(self.store.plugin_generation().await.unwrap_or(-1), Ordering::SeqCst);
+        self.generation.store(
+            self.store.plugin_generation().await.unwrap_or(-1),
+            Ordering::SeqCst,
+        );
         Ok(plugin)
     }
 
     /// Makes an earlier version active again: `version`, or the one before the active one.
-    pub async fn rollback(&self, name: &str, version: Option<&str>) -> Result<Arc<ActivePlugin>, HostError> {
+    pub async fn rollback(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<ActivePlugin>, HostError> {
         let mut active = self.active.lock().await;
         let current = active.get(name).cloned().ok_or(HostError::NotFound)?;
         if current.origin == Origin::Directory {
@@ -322,7 +417,8 @@ impl PluginHost {
             Some(v) => versions.iter().find(|r| r.version == v),
             None => {
                 let at = versions.iter().position(|r| r.version == current.version);
-                at.and_then(|i| i.checked_sub(1)).and_then(|i| versions.get(i))
+                at.and_then(|i| i.checked_sub(1))
+                    .and_then(|i| versions.get(i))
             }
         }
         .cloned()
@@ -331,7 +427,9 @@ impl PluginHost {
         let mut candidate = active.clone();
         candidate.insert(name.to_string(), Arc::clone(&plugin));
         let table = self.build_table(&candidate).map_err(|c| c.blame(name))?;
-        self.store.activate_plugin(name, &target.version, clock::now_ms()).await?;
+        self.store
+            .activate_plugin(name, &target.version, clock::now_ms())
+            .await?;
         self.table.store(Arc::new(table));
         *active = candidate;
         Ok(plugin)
@@ -341,7 +439,9 @@ impl PluginHost {
         let mut active = self.active.lock().await;
         match active.get(name) {
             None => return Err(HostError::NotFound),
-            Some(p) if p.origin == Origin::Directory => return Err(HostError::FromDirectory(name.to_string())),
+            Some(p) if p.origin == Origin::Directory => {
+                return Err(HostError::FromDirectory(name.to_string()));
+            }
             Some(_) => {}
         }
         self.store.delete_plugin(name).await?;
@@ -385,11 +485,17 @@ impl PluginHost {
             }
         };
         let mut active = self.active.lock().await;
-        let mut next: BTreeMap<String, Arc<ActivePlugin>> =
-            active.iter().filter(|(_, p)| p.origin == Origin::Directory).map(|(k, v)| (k.clone(), Arc::clone(v))).collect();
+        let mut next: BTreeMap<String, Arc<ActivePlugin>> = active
+            .iter()
+            .filter(|(_, p)| p.origin == Origin::Directory)
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
         for record in records {
             let record = record.version;
-            let unchanged = active.get(&record.name).filter(|p| p.version == record.version && p.digest == record.digest).cloned();
+            let unchanged = active
+                .get(&record.name)
+                .filter(|p| p.version == record.version && p.digest == record.digest)
+                .cloned();
             let plugin = match unchanged {
                 Some(p) => p,
                 None => match self.load_record(&record).await {
@@ -405,7 +511,11 @@ impl PluginHost {
         let _ = self.rebuild(&next);
         *active = next;
         self.generation.store(generation, Ordering::SeqCst);
-        tracing::info!(generation, plugins = active.len(), "plugins synchronised from the store");
+        tracing::info!(
+            generation,
+            plugins = active.len(),
+            "plugins synchronised from the store"
+        );
     }
 
     pub fn spawn_sync(self: &Arc<Self>) {
@@ -441,7 +551,10 @@ impl PluginHost {
         }
     }
 
-    fn build_table(&self, active: &BTreeMap<String, Arc<ActivePlugin>>) -> Result<RouteTable<RouteEntry>, Clash> {
+    fn build_table(
+        &self,
+        active: &BTreeMap<String, Arc<ActivePlugin>>,
+    ) -> Result<RouteTable<RouteEntry>, Clash> {
         let mut table = RouteTable::default();
         let mut owners: HashMap<String, String> = HashMap::new();
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
@@ -460,16 +573,28 @@ impl PluginHost {
                 used.insert(key.clone());
                 let entry = RouteEntry {
                     plugin: Arc::clone(plugin),
-                    methods: route.methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect(),
+                    methods: route
+                        .methods
+                        .iter()
+                        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                        .collect(),
                     allow: route.methods.join(", "),
                     auth: route.auth,
-                    schema: route.request_schema.as_ref().and_then(|s| jsonschema::validator_for(s).ok()).map(Arc::new),
+                    schema: route
+                        .request_schema
+                        .as_ref()
+                        .and_then(|s| jsonschema::validator_for(s).ok())
+                        .map(Arc::new),
                     pool: Arc::clone(&pool),
                     request_limits: request_limits(plugin, &limits),
                 };
                 if let Err(conflict) = table.insert(&route.path, Arc::new(entry)) {
                     let owner = owners.get(&conflict.existing).cloned().unwrap_or_default();
-                    return Err(Clash { conflict, existing_owner: owner, inserting: plugin.name.clone() });
+                    return Err(Clash {
+                        conflict,
+                        existing_owner: owner,
+                        inserting: plugin.name.clone(),
+                    });
                 }
                 owners.insert(route.path.clone(), plugin.name.clone());
                 pools.insert(key, pool);
@@ -499,11 +624,17 @@ impl PluginHost {
         let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         let now = clock::now_ms();
         for (name, s) in stats.iter().filter(|(n, _)| per_plugin.contains_key(*n)) {
-            metrics::gauge!(PLUGIN_HEALTHY, "plugin" => name.clone()).set(if s.healthy() { 1.0 } else { 0.0 });
-            metrics::gauge!(PLUGIN_CONSECUTIVE_FAILURES, "plugin" => name.clone()).set(s.consecutive_failures.load(Ordering::Relaxed) as f64);
+            metrics::gauge!(PLUGIN_HEALTHY, "plugin" => name.clone()).set(if s.healthy() {
+                1.0
+            } else {
+                0.0
+            });
+            metrics::gauge!(PLUGIN_CONSECUTIVE_FAILURES, "plugin" => name.clone())
+                .set(s.consecutive_failures.load(Ordering::Relaxed) as f64);
             let last = s.last_success_ms.load(Ordering::Relaxed);
             if last > 0 {
-                metrics::gauge!(PLUGIN_SECONDS_SINCE_SUCCESS, "plugin" => name.clone()).set((now - last) as f64 / 1000.0);
+                metrics::gauge!(PLUGIN_SECONDS_SINCE_SUCCESS, "plugin" => name.clone())
+                    .set((now - last) as f64 / 1000.0);
             }
         }
     }
@@ -515,7 +646,12 @@ fn request_limits(plugin: &ActivePlugin, limits: &Limits) -> RequestLimits {
         memory_bytes: limits.memory_mb << 20,
         max_request_body: limits.max_request_body_bytes,
         max_response_body: limits.max_response_body_bytes,
-        env: plugin.manifest.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        env: plugin
+            .manifest
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         allowed_outbound_hosts: plugin.manifest.allowed_outbound_hosts.clone(),
         plugin_name: plugin.name.clone(),
     }
@@ -527,7 +663,11 @@ fn plugin_manifests(dir: &Path) -> Vec<PathBuf> {
         tracing::error!(dir = %dir.display(), "the plugins directory cannot be read");
         return Vec::new();
     };
-    let mut found: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path().join("plugin.toml")).filter(|p| p.is_file()).collect();
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("plugin.toml"))
+        .filter(|p| p.is_file())
+        .collect();
     found.sort();
     found
 }

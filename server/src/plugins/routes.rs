@@ -20,20 +20,25 @@ pub struct RouteTable<T> {
 
 impl<T> Default for RouteTable<T> {
     fn default() -> Self {
-        Self { router: matchit::Router::new(), entries: Vec::new() }
+        Self {
+            router: matchit::Router::new(),
+            entries: Vec::new(),
+        }
     }
 }
 
 impl<T> RouteTable<T> {
     pub fn insert(&mut self, template: &str, entry: Arc<T>) -> Result<(), RouteConflict> {
         let index = self.entries.len();
-        self.router.insert(template, index).map_err(|e| RouteConflict {
-            path: template.to_string(),
-            existing: match e {
-                matchit::InsertError::Conflict { with } => with,
-                other => other.to_string(),
-            },
-        })?;
+        self.router
+            .insert(template, index)
+            .map_err(|e| RouteConflict {
+                path: template.to_string(),
+                existing: match e {
+                    matchit::InsertError::Conflict { with } => with,
+                    other => other.to_string(),
+                },
+            })?;
         self.entries.push((Arc::from(template), entry));
         Ok(())
     }
@@ -71,7 +76,10 @@ mod tests {
         table.insert("/files/{*rest}", Arc::new("rest")).unwrap();
         assert_eq!(**table.lookup("/hello/world").unwrap().1, "static");
         assert_eq!(**table.lookup("/hello/bob").unwrap().1, "param");
-        assert_eq!(table.lookup("/hello/bob").unwrap().0.as_ref(), "/hello/{name}");
+        assert_eq!(
+            table.lookup("/hello/bob").unwrap().0.as_ref(),
+            "/hello/{name}"
+        );
         assert_eq!(**table.lookup("/files/a/b/c").unwrap().1, "rest");
         assert!(table.lookup("/hello").is_none());
         assert!(table.lookup("/nothing").is_none());

@@ -5,8 +5,8 @@
 //! both held to the same conformance suite (`conformance.rs`).
 
 pub mod cache;
-mod sql;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 pub mod types;
 pub mod vector;
@@ -58,7 +58,8 @@ pub trait Store: Send + Sync + 'static {
     async fn create_workspace(&self, name: &str, now_ms: i64) -> StoreResult<Workspace>;
     async fn get_workspace(&self, name: &str) -> StoreResult<Option<Workspace>>;
     /// Workspaces ordered by name, after the cursor.
-    async fn list_workspaces(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<Workspace>>;
+    async fn list_workspaces(&self, after: Option<&str>, limit: u32)
+    -> StoreResult<Vec<Workspace>>;
     /// Deletes the workspace, its keys and its blob references. False when it did not exist.
     async fn delete_workspace(&self, name: &str) -> StoreResult<bool>;
 
@@ -67,17 +68,32 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_key(&self, key: &NewApiKey) -> StoreResult<ApiKey>;
     async fn get_key(&self, id: &str) -> StoreResult<Option<ApiKey>>;
     /// Keys ordered by id, after the cursor; all workspaces when `workspace` is None.
-    async fn list_keys(&self, workspace: Option<&str>, after: Option<&str>, limit: u32) -> StoreResult<Vec<ApiKey>>;
+    async fn list_keys(
+        &self,
+        workspace: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<ApiKey>>;
     /// Marks a key revoked. False when it did not exist or was already revoked.
     async fn revoke_key(&self, id: &str, now_ms: i64) -> StoreResult<bool>;
     async fn count_system_keys(&self) -> StoreResult<i64>;
 
     /// Makes a verified blob visible to a workspace. True when the reference is new.
-    async fn add_blob_ref(&self, workspace_id: &str, digest: &str, size: u64, now_ms: i64) -> StoreResult<bool>;
+    async fn add_blob_ref(
+        &self,
+        workspace_id: &str,
+        digest: &str,
+        size: u64,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
     /// The blob's size when the workspace may see it.
     async fn blob_ref(&self, workspace_id: &str, digest: &str) -> StoreResult<Option<u64>>;
     /// The digests among `digests` the workspace cannot see, in the order given.
-    async fn missing_blobs(&self, workspace_id: &str, digests: &[String]) -> StoreResult<Vec<String>>;
+    async fn missing_blobs(
+        &self,
+        workspace_id: &str,
+        digests: &[String],
+    ) -> StoreResult<Vec<String>>;
 
     /// Records an uploaded plugin version. False when the same version with the same manifest
     /// and component was already recorded; a different one under that version is a conflict.
@@ -97,7 +113,12 @@ pub trait Store: Send + Sync + 'static {
     /// The workflow if it belongs to the workspace.
     async fn get_workflow(&self, workspace_id: &str, id: &str) -> StoreResult<Option<Workflow>>;
     /// The workspace's workflows ordered by id (creation order), after the cursor.
-    async fn list_workflows(&self, workspace_id: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<Workflow>>;
+    async fn list_workflows(
+        &self,
+        workspace_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Workflow>>;
     /// Deletes the workflow with its patches and snapshot rows. False when the workspace has no
     /// such workflow.
     async fn delete_workflow(&self, workspace_id: &str, id: &str) -> StoreResult<bool>;
@@ -107,17 +128,34 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::workflow_changes`] listeners on every node.
     async fn append_patch(&self, patch: &NewPatch) -> StoreResult<AppendOutcome>;
     /// Patches with `after < seq <= until` (no upper bound when None), in order, at most `limit`.
-    async fn list_patches(&self, workflow_id: &str, after: i64, until: Option<i64>, limit: u32) -> StoreResult<Vec<PatchRecord>>;
+    async fn list_patches(
+        &self,
+        workflow_id: &str,
+        after: i64,
+        until: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<PatchRecord>>;
     /// Records a snapshot. False when it was already recorded; NotFound when the workflow is gone.
     async fn insert_snapshot(&self, snapshot: &SnapshotRecord) -> StoreResult<bool>;
     /// The latest snapshot at or before `at_most` that `materializer_version` may use: its own
     /// compactions and the base document (seq 0, usable by every version).
-    async fn latest_snapshot(&self, workflow_id: &str, materializer_version: i64, at_most: i64) -> StoreResult<Option<SnapshotRecord>>;
+    async fn latest_snapshot(
+        &self,
+        workflow_id: &str,
+        materializer_version: i64,
+        at_most: i64,
+    ) -> StoreResult<Option<SnapshotRecord>>;
     /// Every snapshot `materializer_version` may use, by seq.
-    async fn list_snapshots(&self, workflow_id: &str, materializer_version: i64) -> StoreResult<Vec<SnapshotRecord>>;
+    async fn list_snapshots(
+        &self,
+        workflow_id: &str,
+        materializer_version: i64,
+    ) -> StoreResult<Vec<SnapshotRecord>>;
     /// Workflow changes committed by any node, when the backend can tell (PostgreSQL
     /// LISTEN/NOTIFY); None on SQLite, where one node sees all its own changes.
-    async fn workflow_changes(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<WorkflowChange>>>;
+    async fn workflow_changes(
+        &self,
+    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<WorkflowChange>>>;
     /// The caches' persistence.
     fn cache(&self) -> &dyn cache::CacheStore;
 }
@@ -137,7 +175,9 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         busy_timeout: Duration::from_millis(db.sqlite_busy_timeout_ms),
     };
     let store: Arc<dyn Store> = match config.database_url.as_deref() {
-        Some(url) if url.starts_with("postgres") => Arc::new(postgres::PostgresStore::connect(url, &options).await?),
+        Some(url) if url.starts_with("postgres") => {
+            Arc::new(postgres::PostgresStore::connect(url, &options).await?)
+        }
         Some(url) => Arc::new(sqlite::SqliteStore::connect(url, &options).await?),
         None => {
             std::fs::create_dir_all(&config.data_dir)?;

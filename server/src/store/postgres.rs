@@ -3,9 +3,9 @@
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
-use sqlx::Postgres;
 use tokio::sync::mpsc;
 
 use super::cache::{IterativeScan, NewSemanticEntry, SemanticHit, SemanticScope, SemanticSearch};
@@ -50,7 +50,10 @@ impl PostgresStore {
 
     /// Announces a change to every node's listener. PostgreSQL delivers it when, and only if,
     /// the transaction commits, and in commit order.
-    async fn notify(tx: &mut sqlx::Transaction<'_, Postgres>, change: &WorkflowChange) -> StoreResult<()> {
+    async fn notify(
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        change: &WorkflowChange,
+    ) -> StoreResult<()> {
         if let Some(payload) = change.payload() {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(WORKFLOW_CHANNEL)
@@ -84,13 +87,20 @@ async fn listen(connect: &PgConnectOptions) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
-async fn run_change_feed(connect: PgConnectOptions, mut listener: PgListener, tx: mpsc::Sender<WorkflowChange>) {
+async fn run_change_feed(
+    connect: PgConnectOptions,
+    mut listener: PgListener,
+    tx: mpsc::Sender<WorkflowChange>,
+) {
     loop {
         let change = match listener.try_recv().await {
             Ok(Some(notification)) => match WorkflowChange::parse(notification.payload()) {
                 Some(change) => change,
                 None => {
-                    tracing::warn!(payload = notification.payload(), "ignoring a malformed workflow notification");
+                    tracing::warn!(
+                        payload = notification.payload(),
+                        "ignoring a malformed workflow notification"
+                    );
                     continue;
                 }
             },
@@ -171,11 +181,15 @@ impl PostgresStore {
     async fn prepare_semantic_table(&self, dimensions: u32) -> StoreResult<()> {
         let mut conn = self.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEMANTIC_DDL_LOCK).execute(&mut *tx).await?;
-        let stored: Option<String> = sqlx::query_scalar("SELECT value FROM cache_meta WHERE key = $1")
-            .bind(vector::DIMENSIONS_KEY)
-            .fetch_optional(&mut *tx)
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SEMANTIC_DDL_LOCK)
+            .execute(&mut *tx)
             .await?;
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT value FROM cache_meta WHERE key = $1")
+                .bind(vector::DIMENSIONS_KEY)
+                .fetch_optional(&mut *tx)
+                .await?;
         if let Some(stored) = stored {
             tx.commit().await?;
             return super::sqlite::check_dimensions(&stored, dimensions);
@@ -194,16 +208,28 @@ impl PostgresStore {
     async fn reindex_semantic_table(&self, dimensions: u32) -> StoreResult<u64> {
         let mut conn = self.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEMANTIC_DDL_LOCK).execute(&mut *tx).await?;
-        let exists: bool = sqlx::query_scalar("SELECT to_regclass('semantic_cache') IS NOT NULL").fetch_one(&mut *tx).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SEMANTIC_DDL_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('semantic_cache') IS NOT NULL")
+            .fetch_one(&mut *tx)
+            .await?;
         let dropped: i64 = if exists {
-            sqlx::query_scalar("SELECT COUNT(*) FROM semantic_cache").fetch_one(&mut *tx).await?
+            sqlx::query_scalar("SELECT COUNT(*) FROM semantic_cache")
+                .fetch_one(&mut *tx)
+                .await?
         } else {
             0
         };
-        let ddl = format!("DROP TABLE IF EXISTS semantic_cache; {}", semantic_ddl(dimensions));
+        let ddl = format!(
+            "DROP TABLE IF EXISTS semantic_cache; {}",
+            semantic_ddl(dimensions)
+        );
         sqlx::Executor::execute(&mut *tx, ddl.as_str()).await?;
-        sqlx::query("DELETE FROM cache_usage WHERE cache = 'semantic'").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM cache_usage WHERE cache = 'semantic'")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("INSERT INTO cache_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(vector::DIMENSIONS_KEY)
             .bind(dimensions.to_string())
@@ -213,7 +239,10 @@ impl PostgresStore {
         Ok(dropped as u64)
     }
 
-    async fn insert_semantic_row(conn: &mut PgConnection, e: &NewSemanticEntry) -> Result<(), sqlx::Error> {
+    async fn insert_semantic_row(
+        conn: &mut PgConnection,
+        e: &NewSemanticEntry,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO semantic_cache (id, workspace_id, node_type, required_role, prompt, prompt_hash, result, execution_ms, \
              created_at, expires_at, last_used_at, embedding) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9, $11::vector)",
@@ -237,7 +266,12 @@ impl PostgresStore {
     /// An HNSW search with pgvector 0.8's iterative scan, so the workspace, node type and role
     /// filters are applied while the index is walked instead of to its first `ef_search` rows:
     /// nearest neighbours in other workspaces cannot hide this workspace's entries.
-    async fn nearest_semantic(&self, scope: &SemanticScope<'_>, query: &[f32], search: &SemanticSearch) -> StoreResult<Option<SemanticHit>> {
+    async fn nearest_semantic(
+        &self,
+        scope: &SemanticScope<'_>,
+        query: &[f32],
+        search: &SemanticSearch,
+    ) -> StoreResult<Option<SemanticHit>> {
         let mut conn = self.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         // Numbers and a fixed enum, never request text: safe to format into SET.
@@ -253,22 +287,24 @@ impl PostgresStore {
             IterativeScan::StrictOrder | IterativeScan::Off => NEAREST_STRICT,
         };
         let row: Option<(String, String, Option<i64>, i64, f64)> = sqlx::query_as(sql)
-        .bind(vector::to_pgvector_text(query))
-        .bind(scope.workspace_id)
-        .bind(scope.node_type)
-        .bind(scope.max_role.level())
-        .bind(scope.now_ms)
-        .fetch_optional(&mut *tx)
-        .await?;
+            .bind(vector::to_pgvector_text(query))
+            .bind(scope.workspace_id)
+            .bind(scope.node_type)
+            .bind(scope.max_role.level())
+            .bind(scope.now_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(row.map(|(id, result, execution_ms, created_at_ms, distance)| SemanticHit {
-            id,
-            // pgvector answers 1 - similarity; undoing that is exact for similarities from 0.5 to 1.
-            similarity: (1.0 - distance).clamp(-1.0, 1.0),
-            result,
-            execution_ms,
-            created_at_ms,
-        }))
+        Ok(row.map(
+            |(id, result, execution_ms, created_at_ms, distance)| SemanticHit {
+                id,
+                // pgvector answers 1 - similarity; undoing that is exact for similarities from 0.5 to 1.
+                similarity: (1.0 - distance).clamp(-1.0, 1.0),
+                result,
+                execution_ms,
+                created_at_ms,
+            },
+        ))
     }
 }
 

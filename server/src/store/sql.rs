@@ -984,5 +984,6 @@ pub(crate) const SELECT_KEYS: &str = "SELECT k.id, k.workspace_id, w.name AS wor
 
 /// Records how long a caller waited for a pooled connection.
 pub(crate) fn record_acquire(started: std::time::Instant) {
-    metrics::histogram!(crate::telemetry::names::DB_ACQUIRE_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::telemetry::names::DB_ACQUIRE_SECONDS)
+        .record(started.elapsed().as_secs_f64());
 }

@@ -5,7 +5,10 @@ use std::time::Instant;
 
 use futures_util::TryStreamExt;
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
 use sqlx::{Row, Sqlite};
 
 use super::cache::{NewSemanticEntry, SemanticHit, SemanticScope, SemanticSearch};
@@ -46,11 +49,16 @@ impl SqliteStore {
     }
 
     /// One SQLite database serves one node, which hears its own changes in process.
-    async fn notify(_tx: &mut sqlx::Transaction<'_, Sqlite>, _change: &WorkflowChange) -> StoreResult<()> {
+    async fn notify(
+        _tx: &mut sqlx::Transaction<'_, Sqlite>,
+        _change: &WorkflowChange,
+    ) -> StoreResult<()> {
         Ok(())
     }
 
-    async fn change_feed(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<WorkflowChange>>> {
+    async fn change_feed(
+        &self,
+    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<WorkflowChange>>> {
         Ok(None)
     }
 }
@@ -63,11 +71,13 @@ impl SqliteStore {
     async fn prepare_semantic_table(&self, dimensions: u32) -> StoreResult<()> {
         let mut conn = self.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        sqlx::query("INSERT INTO cache_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-            .bind(vector::DIMENSIONS_KEY)
-            .bind(dimensions.to_string())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO cache_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(vector::DIMENSIONS_KEY)
+        .bind(dimensions.to_string())
+        .execute(&mut *tx)
+        .await?;
         let stored: String = sqlx::query_scalar("SELECT value FROM cache_meta WHERE key = $1")
             .bind(vector::DIMENSIONS_KEY)
             .fetch_one(&mut *tx)
@@ -79,8 +89,13 @@ impl SqliteStore {
     async fn reindex_semantic_table(&self, dimensions: u32) -> StoreResult<u64> {
         let mut conn = self.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let dropped = sqlx::query("DELETE FROM semantic_cache").execute(&mut *tx).await?.rows_affected();
-        sqlx::query("DELETE FROM cache_usage WHERE cache = 'semantic'").execute(&mut *tx).await?;
+        let dropped = sqlx::query("DELETE FROM semantic_cache")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM cache_usage WHERE cache = 'semantic'")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("INSERT INTO cache_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(vector::DIMENSIONS_KEY)
             .bind(dimensions.to_string())
@@ -90,7 +105,10 @@ impl SqliteStore {
         Ok(dropped)
     }
 
-    async fn insert_semantic_row(conn: &mut SqliteConnection, e: &NewSemanticEntry) -> Result<(), sqlx::Error> {
+    async fn insert_semantic_row(
+        conn: &mut SqliteConnection,
+        e: &NewSemanticEntry,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO semantic_cache (id, workspace_id, node_type, required_role, prompt, prompt_hash, result, execution_ms, \
              created_at, expires_at, last_used_at, embedding) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9, $11)",
@@ -112,7 +130,12 @@ impl SqliteStore {
     }
 
     /// An exact scan: every candidate of the scope is compared, so filters never hide a match.
-    async fn nearest_semantic(&self, scope: &SemanticScope<'_>, query: &[f32], _search: &SemanticSearch) -> StoreResult<Option<SemanticHit>> {
+    async fn nearest_semantic(
+        &self,
+        scope: &SemanticScope<'_>,
+        query: &[f32],
+        _search: &SemanticSearch,
+    ) -> StoreResult<Option<SemanticHit>> {
         let query_norm2 = vector::norm2(query);
         let mut conn = self.acquire().await?;
         let mut best: Option<(f64, i16, i64)> = None;
@@ -142,20 +165,31 @@ impl SqliteStore {
         let Some((similarity, _, rowid)) = best else {
             return Ok(None);
         };
-        let row: Option<(String, String, Option<i64>, i64)> =
-            sqlx::query_as("SELECT id, result, execution_ms, created_at FROM semantic_cache WHERE rowid = $1")
-                .bind(rowid)
-                .fetch_optional(&mut *conn)
-                .await?;
-        Ok(row.map(|(id, result, execution_ms, created_at_ms)| SemanticHit { id, similarity, result, execution_ms, created_at_ms }))
+        let row: Option<(String, String, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT id, result, execution_ms, created_at FROM semantic_cache WHERE rowid = $1",
+        )
+        .bind(rowid)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(
+            row.map(|(id, result, execution_ms, created_at_ms)| SemanticHit {
+                id,
+                similarity,
+                result,
+                execution_ms,
+                created_at_ms,
+            }),
+        )
     }
 }
 
 /// Compares the recorded dimension with the configured one.
 pub(crate) fn check_dimensions(stored: &str, configured: u32) -> StoreResult<()> {
-    let stored: u32 = stored
-        .parse()
-        .map_err(|_| StoreError::Database(sqlx::Error::Decode(format!("cache_meta {}: {stored:?}", vector::DIMENSIONS_KEY).into())))?;
+    let stored: u32 = stored.parse().map_err(|_| {
+        StoreError::Database(sqlx::Error::Decode(
+            format!("cache_meta {}: {stored:?}", vector::DIMENSIONS_KEY).into(),
+        ))
+    })?;
     if stored != configured {
         return Err(StoreError::DimensionMismatch { stored, configured });
     }

@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// What a key may do inside its workspace: read < write < admin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Read,
@@ -154,8 +156,13 @@ pub struct SnapshotRecord {
 /// LISTEN/NOTIFY). Receivers read the patch itself from the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkflowChange {
-    Patch { workflow_id: String, seq: i64 },
-    Deleted { workflow_id: String },
+    Patch {
+        workflow_id: String,
+        seq: i64,
+    },
+    Deleted {
+        workflow_id: String,
+    },
     /// The feed's connection was lost and re-established: changes may have been missed.
     Resync,
 }
@@ -176,8 +183,13 @@ impl WorkflowChange {
             return None;
         }
         match what {
-            "deleted" => Some(Self::Deleted { workflow_id: id.to_string() }),
-            seq => seq.parse().ok().map(|seq| Self::Patch { workflow_id: id.to_string(), seq }),
+            "deleted" => Some(Self::Deleted {
+                workflow_id: id.to_string(),
+            }),
+            seq => seq.parse().ok().map(|seq| Self::Patch {
+                workflow_id: id.to_string(),
+                seq,
+            }),
         }
     }
 }

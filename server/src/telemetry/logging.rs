@@ -63,8 +63,26 @@ mod tests {
         }
         static CS: Cs = Cs;
         let meta = match level {
-            Level::ERROR => Metadata::new("e", "patchbay", Level::ERROR, None, None, None, tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CS)), tracing::metadata::Kind::EVENT),
-            _ => Metadata::new("i", "patchbay", Level::INFO, None, None, None, tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CS)), tracing::metadata::Kind::EVENT),
+            Level::ERROR => Metadata::new(
+                "e",
+                "patchbay",
+                Level::ERROR,
+                None,
+                None,
+                None,
+                tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CS)),
+                tracing::metadata::Kind::EVENT,
+            ),
+            _ => Metadata::new(
+                "i",
+                "patchbay",
+                Level::INFO,
+                None,
+                None,
+                None,
+                tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CS)),
+                tracing::metadata::Kind::EVENT,
+            ),
         };
         (0..1000).filter(|_| keep(&meta, rate)).count()
     }
