@@ -44,7 +44,14 @@ const LANES: usize = 8;
 /// result kept within [-1, 1]. `query_norm2` is the query's sum of squares, computed once;
 /// `stored` is little-endian f32s.
 pub fn cosine_le_bytes(query: &[f32], query_norm2: f32, stored: &[u8]) -> f64 {
-    let (dot, norm2) = dot_and_norm(query, |i| f32::from_le_bytes([stored[4 * i], stored[4 * i + 1], stored[4 * i + 2], stored[4 * i + 3]]));
+    let (dot, norm2) = dot_and_norm(query, |i| {
+        f32::from_le_bytes([
+            stored[4 * i],
+            stored[4 * i + 1],
+            stored[4 * i + 2],
+            stored[4 * i + 3],
+        ])
+    });
     finish(dot, query_norm2, norm2)
 }
 
