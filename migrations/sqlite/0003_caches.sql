@@ -46,17 +46,18 @@ CREATE TABLE semantic_cache (
     workspace_id TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
     node_type TEXT NOT NULL,
     required_role SMALLINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    rejected_at BIGINT,
+    -- Early in the record: a scan reads it without walking past prompt and result.
+    embedding BLOB NOT NULL,
     prompt TEXT NOT NULL,
     prompt_hash TEXT NOT NULL,
     result TEXT NOT NULL,
     execution_ms BIGINT,
     created_at BIGINT NOT NULL,
-    expires_at BIGINT NOT NULL,
     hits BIGINT NOT NULL DEFAULT 0,
     last_hit_at BIGINT,
-    last_used_at BIGINT NOT NULL,
-    rejected_at BIGINT,
-    embedding BLOB NOT NULL
+    last_used_at BIGINT NOT NULL
 );
 CREATE INDEX semantic_cache_scan ON semantic_cache (workspace_id, node_type);
 CREATE INDEX semantic_cache_prompt ON semantic_cache (workspace_id, node_type, prompt_hash);

@@ -176,7 +176,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::logging::init(&config.log);
+    let mut log = config.log.clone();
+    if matches!(
+        cli.command,
+        Command::Cache {
+            command: CacheCommand::Bench { .. }
+        }
+    ) {
+        // The benchmark prints JSON on stdout, where the log goes: errors only.
+        log.level = "error".into();
+    }
+    telemetry::logging::init(&log);
     let result = match cli.command {
         Command::Config {
             command: ConfigCommand::Show,

@@ -35,31 +35,54 @@ pub fn to_pgvector_text(vector: &[f32]) -> String {
     out
 }
 
+/// Independent partial sums: the compiler keeps them in SIMD lanes (pgvector's C is compiled
+/// with `-fassociative-math` to the same effect). Sums of exactly representable products are
+/// exact in any order, so such similarities agree with pgvector's to the bit.
+const LANES: usize = 8;
+
 /// Cosine similarity as pgvector's `1 - (a <=> b)`: sums in f32, the division in f64, the
-/// result kept within [-1, 1]. `query_norm2` is the query's sum of squares, computed once.
+/// result kept within [-1, 1]. `query_norm2` is the query's sum of squares, computed once;
+/// `stored` is little-endian f32s.
 pub fn cosine_le_bytes(query: &[f32], query_norm2: f32, stored: &[u8]) -> f64 {
-    let mut dot = 0.0f32;
-    let mut norm2 = 0.0f32;
-    for (q, c) in query.iter().zip(stored.chunks_exact(4)) {
-        let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        dot += q * x;
-        norm2 += x * x;
-    }
+    let (dot, norm2) = dot_and_norm(query, |i| {
+        f32::from_le_bytes([
+            stored[4 * i],
+            stored[4 * i + 1],
+            stored[4 * i + 2],
+            stored[4 * i + 3],
+        ])
+    });
     finish(dot, query_norm2, norm2)
 }
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
-    for (x, y) in a.iter().zip(b) {
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    finish(dot, na, nb)
+    let (dot, nb) = dot_and_norm(a, |i| b[i]);
+    finish(dot, norm2(a), nb)
 }
 
 pub fn norm2(v: &[f32]) -> f32 {
-    v.iter().map(|x| x * x).sum()
+    dot_and_norm(v, |i| v[i]).1
+}
+
+/// The dot product of `q` with `x` and the sum of squares of `x`, for `x` of `q`'s length.
+#[inline(always)]
+fn dot_and_norm(q: &[f32], x: impl Fn(usize) -> f32) -> (f32, f32) {
+    let mut dot = [0.0f32; LANES];
+    let mut norm = [0.0f32; LANES];
+    let whole = q.len() / LANES * LANES;
+    for base in (0..whole).step_by(LANES) {
+        for lane in 0..LANES {
+            let v = x(base + lane);
+            dot[lane] += q[base + lane] * v;
+            norm[lane] += v * v;
+        }
+    }
+    for i in whole..q.len() {
+        let v = x(i);
+        dot[i - whole] += q[i] * v;
+        norm[i - whole] += v * v;
+    }
+    (dot.iter().sum(), norm.iter().sum())
 }
 
 fn finish(dot: f32, na: f32, nb: f32) -> f64 {
