@@ -5,6 +5,7 @@
 
 mod bench;
 mod cargo;
+mod guests;
 mod http;
 mod postgres;
 mod run;
@@ -26,8 +27,9 @@ usage: cargo xtask <task> [args]
 tasks:
   setup             install what the build and tests need, when missing (rust targets, Debian
                     packages, PostgreSQL + pgvector, moto)
-  test [-- ARGS]    setup, start throwaway PostgreSQL and S3, run `cargo test --workspace ARGS`
-                    (and the materializer's browser tests once they exist), stop everything
+  test [-- ARGS]    setup, build the guest plugins, start throwaway PostgreSQL and S3, run
+                    `cargo test --workspace ARGS` (and the materializer's browser tests once
+                    they exist), stop everything
   run [-- ARGS]     setup, build the web UI's wasm, run `patchbay serve ARGS` (release)
   wasm              build the materializer for the browser into web/pkg
   bench <scenario>  run a benchmark and record it in bench/README.md (`bench` lists scenarios)

@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the project's one test command (README and `.ci/run` call exactly this).
 //!
-//! Sets the machine up, starts throwaway PostgreSQL and S3 services, runs the whole workspace's
-//! tests against them, runs the materializer's browser tests once they exist, and always stops
-//! the services, whether the tests pass, fail or are interrupted.
+//! Sets the machine up, builds the guest plugins (the black-box tests load them from
+//! `PATCHBAY_TEST_PLUGINS_DIR`), starts throwaway PostgreSQL and S3 services, runs the whole
+//! workspace's tests against them, runs the materializer's browser tests once they exist, and
+//! always stops the services, whether the tests pass, fail or are interrupted.
 
 use std::fs;
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::process::Command;
 use anyhow::{Result, bail};
 
 use crate::services::Services;
-use crate::{cargo, say, setup, util, wasm};
+use crate::{cargo, guests, say, setup, util, wasm};
 
 pub fn run(args: &[String]) -> Result<()> {
     let tools = setup::run()?;
@@ -21,6 +22,8 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     util::check_interrupted()?;
+    let plugins_dir = guests::build()?;
+    util::check_interrupted()?;
 
     let services = Services::start(&tools.pg)?;
     let mut failures = Vec::new();
@@ -29,7 +32,8 @@ pub fn run(args: &[String]) -> Result<()> {
     // --no-fail-fast: one run reports every failing test binary, not just the first.
     cmd.args(["test", "--workspace", "--no-fail-fast"])
         .args(args)
-        .envs(services.env());
+        .envs(services.env())
+        .env("PATCHBAY_TEST_PLUGINS_DIR", &plugins_dir);
     if !run_tests(&mut cmd)? {
         failures.push("cargo test --workspace");
     }
@@ -40,6 +44,10 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     } else {
         say!("no wasm_bindgen_test in materializer-wasm/tests/ yet: skipping browser tests");
+    }
+
+    if !ui_browser_tests()? {
+        failures.push("UI browser tests (playwright-core in chromium)");
     }
 
     drop(services);
@@ -74,6 +82,24 @@ pub fn browser_tests() -> Result<bool> {
     .env("CHROMEDRIVER", "/usr/bin/chromedriver")
     // The runner is found on PATH; `cargo install` put it in cargo's bin dir.
     .env("PATH", cargo::path_with_install_dir()?);
+    run_tests(&mut cmd)
+}
+
+/// The web UI end to end: playwright-core driving Debian's chromium, run by node's test
+/// runner against the debug binary `cargo test` just built (see tests/browser/README.md).
+pub fn ui_browser_tests() -> Result<bool> {
+    let root = util::repo_root();
+    wasm::run()?;
+    util::run(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(root.join("tests/browser")),
+    )?;
+    let mut cmd = Command::new("node");
+    // One file at a time: each starts its own server and one a browser, on 2 cores.
+    cmd.args(["--test", "--test-concurrency=1", "tests/browser/"])
+        .current_dir(&root)
+        .env("PATCHBAY_BIN", cargo::target_dir()?.join("debug/patchbay"));
     run_tests(&mut cmd)
 }
 

@@ -7,11 +7,10 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::server::Server;
 use super::wrk::{self, Figures, Load, PERCENTILES, Wrk};
@@ -132,12 +131,7 @@ fn health(server: &Server) -> String {
 
 /// `/health` must answer 200 on both; `/metrics` tells whether the switch took effect.
 fn sanity_check(side: &Side, server: &Server) -> Result<()> {
-    let addr = server
-        .url()
-        .trim_start_matches("http://")
-        .to_socket_addrs()?
-        .next()
-        .context("server URL has no address")?;
+    let addr = server.addr()?;
     let health = http::request(addr, "GET", "/health")?;
     let metrics = http::request(addr, "GET", "/metrics")?;
     say!(

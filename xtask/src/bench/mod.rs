@@ -3,9 +3,12 @@
 //! Each scenario is a module with a `run(&Flags)` that writes its own section of
 //! `bench/README.md`. Shared parts: `server` (start the release binary and wait for its
 //! `listening on` line), `wrk` (run wrk and read its figures), `report` (machine, date, README
-//! sections). Future scenarios (`plugins`, `materializer`, `cache`) slot in the same way.
+//! sections), `load` (a closed-loop load generator that counts responses by status). Future
+//! scenarios (`materializer`, `cache`) slot in the same way.
 
 mod http;
+mod load;
+mod plugins;
 mod report;
 mod server;
 mod wrk;
@@ -14,7 +17,14 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
 
-const SCENARIOS: &[(&str, &str)] = &[("http", "GET /health with metrics on vs off (wrk)")];
+const SCENARIOS: &[(&str, &str)] = &[
+    ("http", "GET /health with metrics on vs off (wrk)"),
+    (
+        "plugins",
+        "the hello plugin in Patchbay vs wasmtime serve vs native actix-web (wrk), then `slow` \
+         at 10x capacity",
+    ),
+];
 
 pub fn run(args: &[String]) -> Result<()> {
     let Some((scenario, rest)) = args.split_first() else {
@@ -26,6 +36,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let flags = Flags::parse(rest)?;
     match scenario.as_str() {
         "http" => http::run(&flags),
+        "plugins" => plugins::run(&flags),
         other => bail!("unknown bench scenario `{other}`\n{}", scenarios()),
     }
 }

@@ -1,10 +1,12 @@
-//! Starting the server binary for a benchmark and finding out where it listens.
+//! Starting a server for a benchmark and finding out where it listens.
 //!
-//! Each server gets port 0 (the OS picks a free port) and its own data dir; the URL comes from
-//! the one line the server prints once bound: `listening on http://HOST:PORT`.
+//! Each server gets port 0 (the OS picks a free port) and its own temp dir; the URL comes from
+//! the one line the server prints once bound: `listening on http://HOST:PORT` (Patchbay, the
+//! native baseline) or `Serving HTTP on http://HOST:PORT/` (`wasmtime serve`).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -15,9 +17,11 @@ use anyhow::{Context, Result, bail};
 use crate::util::{self, TempDir};
 use crate::{say, sys};
 
-const LISTENING: &str = "listening on http://";
+/// What a server prints before its URL, once bound.
+const LISTENING: &[&str] = &["listening on http://", "Serving HTTP on http://"];
 
-/// A running server; stopped (SIGTERM, then SIGKILL after 10 s) and its data removed on drop.
+/// A running server; stopped (SIGTERM, then SIGKILL after 10 s) and its temp dir removed on
+/// drop.
 pub struct Server {
     name: String,
     child: Child,
@@ -27,12 +31,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `binary serve` with the bench defaults plus `env`; output goes to `server.log` in
-    /// the server's temp dir.
+    /// Starts Patchbay (`binary serve`) with the bench defaults plus `env`.
     pub fn spawn(binary: &Path, name: &str, env: &[(&str, &str)]) -> Result<Server> {
         let dir = TempDir::new("patchbay-bench")?;
         let data = dir.path().join("data");
-        let log_path = dir.path().join("server.log");
         let mut cmd = Command::new(binary);
         cmd.arg("serve")
             .env("PATCHBAY_LISTEN", "127.0.0.1:0")
@@ -40,15 +42,27 @@ impl Server {
             // Quiet under load, but the `listening on` line is logged at info under the
             // lifecycle target, so let that target through (the level is an EnvFilter).
             .env("PATCHBAY_LOG__LEVEL", "warn,patchbay::lifecycle=info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
+            .envs(env.iter().copied());
+        Server::start(cmd, name, dir)
+    }
+
+    /// Starts any server that prints its URL once bound (see `LISTENING`) and serves until
+    /// SIGTERM; it should bind port 0.
+    pub fn command(cmd: Command, name: &str) -> Result<Server> {
+        Server::start(cmd, name, TempDir::new("patchbay-bench")?)
+    }
+
+    /// Output goes to `server.log` in `dir`, which lives as long as the server.
+    fn start(mut cmd: Command, name: &str, dir: TempDir) -> Result<Server> {
+        let log_path = dir.path().join("server.log");
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         say!("starting server `{name}`: {}", util::display(&cmd));
         let mut child = cmd
             .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
+            .with_context(|| format!("cannot start `{}`", util::display(&cmd)))?;
 
         // Both pipes are drained for the server's whole life (a full pipe would block it) into
         // the log; lines are also sent here until the URL shows up.
@@ -88,13 +102,14 @@ impl Server {
             }
             if let Some(status) = server.child.try_wait()? {
                 bail!(
-                    "server `{name}` exited ({status}) before printing `{LISTENING}...`:\n{}",
+                    "server `{name}` exited ({status}) before printing its URL:\n{}",
                     util::tail(&log_path, 30)
                 );
             }
             if Instant::now() > deadline {
                 bail!(
-                    "server `{name}` printed no `{LISTENING}...` line within 60 s:\n{}",
+                    "server `{name}` printed no URL (`{}...`) within 60 s:\n{}",
+                    LISTENING.join("` or `"),
                     util::tail(&log_path, 30)
                 );
             }
@@ -104,6 +119,20 @@ impl Server {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The address in `url`, for clients that speak HTTP themselves.
+    pub fn addr(&self) -> Result<SocketAddr> {
+        self.url
+            .trim_start_matches("http://")
+            .to_socket_addrs()?
+            .next()
+            .with_context(|| format!("server URL {} has no address", self.url))
+    }
+
+    /// The server's process id (also its process group's), e.g. to read `/proc/<pid>/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -137,9 +166,11 @@ fn forward_lines(pipe: Box<dyn Read + Send>, mut log: File, tx: mpsc::Sender<Str
     }
 }
 
-/// Finds `http://HOST:PORT` after `listening on` in a text or JSON log line.
+/// Finds `http://HOST:PORT` after one of `LISTENING` in a text or JSON log line.
 fn listening_url(line: &str) -> Option<String> {
-    let start = line.find(LISTENING)? + "listening on ".len();
+    let start = LISTENING
+        .iter()
+        .find_map(|marker| Some(line.find(marker)? + marker.len() - "http://".len()))?;
     let url: String = line[start..]
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || ".:/[]-_".contains(*c))
@@ -169,6 +200,10 @@ mod tests {
             )
             .as_deref(),
             Some("http://[::1]:9000")
+        );
+        assert_eq!(
+            listening_url("Serving HTTP on http://127.0.0.1:36011/").as_deref(),
+            Some("http://127.0.0.1:36011")
         );
         assert_eq!(listening_url("listening on http://"), None);
         assert_eq!(listening_url("starting"), None);
