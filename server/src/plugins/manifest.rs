@@ -172,7 +172,7 @@ impl Manifest {
         if self.routes.is_empty() {
             return Err(err("routes", "a plugin needs at least one route"));
         }
-        for (name, _) in &self.env {
+        for name in self.env.keys() {
             if name.is_empty() || name.contains('=') || name.contains('\0') {
                 return Err(err(format!("env.{name}"), "not a valid variable name"));
             }

@@ -82,6 +82,11 @@ pub struct RouteEntry {
     pub request_limits: RequestLimits,
 }
 
+/// A plugin load at start; the error carries where the plugin came from.
+type LoadTask<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Arc<ActivePlugin>, (String, HostError)>> + 'a>,
+>;
+
 /// Two plugins claiming one route.
 #[derive(Debug)]
 pub struct Clash {
@@ -234,12 +239,7 @@ impl PluginHost {
         );
     }
 
-    fn load_record_task(
-        &self,
-        record: PluginVersionRecord,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Arc<ActivePlugin>, (String, HostError)>> + '_>,
-    > {
+    fn load_record_task(&self, record: PluginVersionRecord) -> LoadTask<'_> {
         Box::pin(async move {
             let source = format!("store:{}@{}", record.name, record.version);
             self.load_record(&record).await.map_err(|e| (source, e))
