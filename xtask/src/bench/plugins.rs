@@ -236,6 +236,10 @@ pub fn run(flags: &Flags) -> Result<()> {
 
 /// wasmtime-cli `WASMTIME_VERSION` in `~/.cache/patchbay/tools`, installed from crates.io with
 /// `cargo install` when missing (a long build).
+/// Features of the wasmtime-cli build: `serve` plus the engine features a stock build serves with.
+const WASMTIME_FEATURES: &str =
+    "serve,run,cranelift,pooling-allocator,parallel-compilation,cache,wat,logging";
+
 fn ensure_wasmtime() -> Result<PathBuf> {
     let root = util::cache_dir()?.join("tools");
     let bin = root.join("bin").join("wasmtime");
@@ -257,8 +261,13 @@ fn ensure_wasmtime() -> Result<PathBuf> {
     util::run(
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .args(["install", "wasmtime-cli", "--version", WASMTIME_VERSION])
-            .args(["--locked", "-j", "1", "--root"])
-            .arg(&root),
+            // Only what `wasmtime serve` needs (stock defaults otherwise): the full default
+            // feature set (wast, winch, gc, wasi-nn, ...) roughly doubles the build.
+            .args(["--no-default-features", "--features", WASMTIME_FEATURES])
+            .args(["--locked", "--root"])
+            .arg(&root)
+            // A throwaway target dir of its own, not the workspace's release dir.
+            .env_remove("CARGO_TARGET_DIR"),
     )?;
     Ok(bin)
 }
