@@ -1,10 +1,14 @@
-// `node run.mjs [--rounds N] [--out FILE]`: the wasm materializer in a Web Worker against
-// fast-json-patch on the page, in one headless Chromium run, on a 1,000-node workflow with
-// 100, 1,000 and 10,000 patches. Prints JSON (medians in ms, ratios) on stdout.
+// `node run.mjs [--rounds N] [--out FILE] [--native] [--markdown FILE]`: the wasm materializer
+// in a Web Worker against fast-json-patch on the page, in one headless Chromium run, on a
+// 1,000-node workflow with 100, 1,000 and 10,000 patches. Prints JSON (medians in ms, ratios) on
+// stdout. `--native` also times the same crate natively on the same data (`cargo bench -p
+// patchbay-materializer --bench materialize`); `--markdown` writes the bench/README.md section.
 // Needs web/pkg: `cargo xtask wasm`. Needs `npm ci` here.
 
 import http from "node:http";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { extname, join, normalize, resolve } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -96,11 +100,69 @@ try {
     note: "both sides start from the fetched envelope text and end with a document object on the page; wasm runs in a module Web Worker, fast-json-patch (validation off) on the page",
     results,
   };
+  if (process.argv.includes("--native")) report.native = native();
   const json = JSON.stringify(report, null, 2);
   console.log(json);
   const out = arg("out", null);
   if (out) writeFileSync(out, json + "\n");
+  const markdown = arg("markdown", null);
+  if (markdown) writeFileSync(markdown, toMarkdown(report));
 } finally {
   await browser.close();
   server.close();
+}
+
+/** Times the same crate natively (release build) on exactly the data the browser got: one JSON
+ * line per size from the `materialize` bench target. */
+function native() {
+  const dir = mkdtempSync(join(tmpdir(), "pb-mat-"));
+  try {
+    const snapshot = join(dir, "snapshot.json");
+    writeFileSync(snapshot, JSON.stringify(base));
+    return Object.fromEntries(
+      SIZES.map((n) => {
+        const file = join(dir, `patches-${n}.json`);
+        writeFileSync(file, JSON.stringify(patches.slice(0, n)));
+        const r = spawnSync("cargo", ["bench", "-q", "-p", "patchbay-materializer", "--bench", "materialize"], {
+          cwd: root,
+          env: { ...process.env, MATERIALIZER_BENCH_SNAPSHOT: snapshot, MATERIALIZER_BENCH_PATCHES: file },
+          stdio: ["ignore", "pipe", "inherit"],
+          encoding: "utf8",
+        });
+        if (r.status !== 0) throw new Error(`native bench failed (exit ${r.status})`);
+        const line = r.stdout.trim().split("\n").pop();
+        return [n, JSON.parse(line)];
+      }),
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The bench/README.md section: one row per size, ratios > 1 mean the wasm side is faster. */
+function toMarkdown(report) {
+  const f = (x) => (x >= 10 ? x.toFixed(1) : x.toFixed(2));
+  const rows = Object.entries(report.results).map(([n, r]) => {
+    const m = r.median_ms;
+    const wasm = Math.min(m.wasm_worker_bytes_end_to_end, m.wasm_worker_string_end_to_end);
+    const inWorker = Math.min(m.wasm_in_worker_bytes, m.wasm_in_worker_string);
+    const nat = report.native?.[n]?.median_ms;
+    const main = Math.min(m.wasm_main_thread_bytes, m.wasm_main_thread_string);
+    const p = r.wasm_phases_median_ms;
+    return `| ${Number(n).toLocaleString("en")} | ${f(m.fast_json_patch)} | ${f(wasm)} | ${f(main)} | ${f(inWorker)} | ${f(p.parse)} / ${f(p.apply)} / ${f(p.serialize)} | ${nat === undefined ? "–" : f(nat)} | ${r.ratio_fjp_over_wasm.toFixed(2)} |`;
+  });
+  return [
+    `Chromium ${report.chromium}, ${report.workflow_nodes}-node workflow, medians in ms of ${report.results[SIZES[0]].rounds} rounds`,
+    "(half as many at 10,000 patches). Both sides start from the fetched envelope text and end with",
+    "a document object on the page. \"wasm end to end\" = transfer to the worker, slice, materialize,",
+    "serialize, transfer back, `JSON.parse` on the page; \"on main thread\" is that last parse, the",
+    "only part that blocks the page (fast-json-patch blocks it throughout); \"in worker\" is the part",
+    "inside the worker;",
+    "native = the same crate compiled for this CPU on the same data (parse + apply + serialize).",
+    "",
+    "| patches | fast-json-patch | wasm end to end | wasm on main thread | wasm in worker | parse / apply / serialize (wasm) | native | fast-json-patch ÷ wasm |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ...rows,
+    "",
+  ].join("\n");
 }

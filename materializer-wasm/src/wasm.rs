@@ -35,6 +35,12 @@ export interface PatchError extends Error {
 }
 "#;
 
+// Talc instead of Rust's default wasm allocator (dlmalloc): parsing and patching allocate and free
+// a node per JSON value, and with dlmalloc the allocator was the largest item of the profile.
+// Measured in bench/materializer (see bench/README.md).
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 /// JavaScript numbers are exact up to 2^53 - 1; versions beyond that cannot cross the boundary.
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 

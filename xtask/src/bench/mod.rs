@@ -3,11 +3,11 @@
 //! Each scenario is a module with a `run(&Flags)` that writes its own section of
 //! `bench/README.md`. Shared parts: `server` (start the release binary and wait for its
 //! `listening on` line), `wrk` (run wrk and read its figures), `report` (machine, date, README
-//! sections), `load` (a closed-loop load generator that counts responses by status). Future
-//! scenarios (`materializer`, `cache`) slot in the same way.
+//! sections), `load` (a closed-loop load generator that counts responses by status).
 
 mod http;
 mod load;
+mod materializer;
 mod plugins;
 mod report;
 mod server;
@@ -19,6 +19,11 @@ use anyhow::{Context, Result, bail};
 
 const SCENARIOS: &[(&str, &str)] = &[
     ("http", "GET /health with metrics on vs off (wrk)"),
+    (
+        "materializer",
+        "the wasm materializer in Chromium vs fast-json-patch (and natively), patch appends, SSE \
+         delivery to many subscribers",
+    ),
     (
         "plugins",
         "the hello plugin in Patchbay vs wasmtime serve vs native actix-web (wrk), then `slow` \
@@ -36,6 +41,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let flags = Flags::parse(rest)?;
     match scenario.as_str() {
         "http" => http::run(&flags),
+        "materializer" => materializer::run(&flags),
         "plugins" => plugins::run(&flags),
         other => bail!("unknown bench scenario `{other}`\n{}", scenarios()),
     }

@@ -1,0 +1,110 @@
+//! `cargo xtask bench materializer`: the browser materializer against fast-json-patch in one
+//! headless Chromium run (plus the same crate natively), then patch append throughput and SSE
+//! delivery latency against the release server. Both halves are Node scripts
+//! (`bench/materializer/run.mjs`, `bench/workflows/run.mjs`) that print JSON and write their
+//! Markdown; this module builds what they need, runs them and assembles the README section.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Result;
+
+use super::{Flags, report};
+use crate::util::{self, TempDir};
+use crate::{cargo, say, wasm};
+
+pub fn run(flags: &Flags) -> Result<()> {
+    let rounds: u32 = flags.get("rounds", 15)?;
+    let subscribers: u32 = flags.get("subscribers", 1000)?;
+    let workflows: u32 = flags.get("workflows", 50)?;
+    let duration: u32 = flags.get("duration", 10)?;
+    flags.reject_unknown()?;
+
+    let root = util::repo_root();
+    wasm::run()?;
+    util::run(cargo::cargo()?.args(["build", "--release", "-p", "patchbay"]))?;
+    npm_ci(&root.join("bench/materializer"))?;
+    npm_ci(&root.join("tests/browser"))?;
+    let load_average = report::load_average();
+
+    let scratch = TempDir::new("patchbay-bench-materializer")?;
+    let out_dir = root.join("bench/out/materializer");
+    fs::create_dir_all(&out_dir)?;
+
+    say!("materializer: wasm in Chromium vs fast-json-patch, and natively");
+    let browser_md = scratch.path().join("browser.md");
+    util::run(
+        Command::new("node")
+            .arg("bench/materializer/run.mjs")
+            .args(["--rounds", &rounds.to_string(), "--native", "--out"])
+            .arg(out_dir.join("browser.json"))
+            .arg("--markdown")
+            .arg(&browser_md)
+            .current_dir(&root)
+            .stdout(std::process::Stdio::null()),
+    )?;
+
+    say!("workflows: patch append throughput and SSE delivery latency");
+    let workflows_md = scratch.path().join("workflows.md");
+    util::run(
+        Command::new("node")
+            .arg("bench/workflows/run.mjs")
+            .arg("--bin")
+            .arg(cargo::target_dir()?.join("release/patchbay"))
+            .args(["--subscribers", &subscribers.to_string()])
+            .args(["--workflows", &workflows.to_string()])
+            .args(["--duration", &duration.to_string(), "--out"])
+            .arg(out_dir.join("workflows.json"))
+            .arg("--markdown")
+            .arg(&workflows_md)
+            .current_dir(&root)
+            .stdout(std::process::Stdio::null()),
+    )?;
+
+    let mut body = String::new();
+    let _ = writeln!(
+        body,
+        "## materializer: browser, native, appends and live updates\n"
+    );
+    let _ = writeln!(
+        body,
+        "{}, on {} (load average {load_average} before the run).\n",
+        report::today(),
+        report::machine()
+    );
+    let _ = writeln!(
+        body,
+        "### wasm in a Web Worker vs fast-json-patch\n\n{}",
+        fs::read_to_string(&browser_md)?
+    );
+    let _ = writeln!(
+        body,
+        "### patch appends and SSE delivery\n\n{}",
+        fs::read_to_string(&workflows_md)?
+    );
+    let _ = writeln!(
+        body,
+        "Raw output: `bench/out/materializer/`. Reproduce: `cargo xtask bench materializer \
+         --rounds {rounds} --subscribers {subscribers} --workflows {workflows} --duration \
+         {duration}`"
+    );
+    println!("\n{body}");
+    let readme = root.join("bench/README.md");
+    report::write_section(&readme, "materializer", &body)?;
+    say!("wrote the materializer section of {}", readme.display());
+    Ok(())
+}
+
+/// `npm ci` in `dir` unless its node_modules is already there.
+fn npm_ci(dir: &Path) -> Result<()> {
+    if dir.join("node_modules").is_dir() {
+        return Ok(());
+    }
+    util::run(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(dir),
+    )
+}
