@@ -2,7 +2,8 @@
 //
 //   node bench/workflows/run.mjs [--bin PATH] [--duration S] [--writers K] [--workflows M]
 //                                [--subscribers N] [--sse-patches P] [--interval-ms MS]
-//                                [--client-threads T] [--nodes NODES] [--out FILE] [--markdown]
+//                                [--client-threads T] [--nodes NODES] [--out FILE]
+//                                [--markdown [FILE]]
 //
 // 1. Append throughput: one writer appending sequentially to one workflow; K writers racing on
 //    one workflow (optimistic concurrency: 409s are counted and retried on the version the
@@ -12,7 +13,8 @@
 //    and a check that every subscriber got every seq once, in order. The streams are held by T
 //    worker threads (subscribers.mjs); the appends are sent and timed from the main thread.
 //
-// One JSON report goes to stdout (and --out FILE); progress goes to stderr. See README.md.
+// One JSON report goes to stdout (and --out FILE); progress goes to stderr. --markdown writes a
+// summary (tables and notes) to FILE, or to stderr without one. See README.md.
 // Node 20.11+ (tests/browser/support/server.js uses import.meta.dirname); no npm packages.
 
 import http from "node:http";
@@ -57,7 +59,8 @@ const opts = {
   clientThreads: Number(arg("client-threads", 1)),
   nodes: Number(arg("nodes", 1000)),
   out: arg("out", null),
-  markdown: arg("markdown", false) === true,
+  // false, true (stderr) or a file name (`cargo xtask bench materializer` passes one).
+  markdown: arg("markdown", false),
   // Per-request info logs would be piped into this process (startServer reads every line),
   // costing the load generator CPU; keep only warnings and the lifecycle line startServer
   // waits for ("listening on ...").
@@ -489,22 +492,36 @@ async function ssePhase({ writeKey, readKey, nodes }) {
 // ---------------------------------------------------------------------------------------------
 // Main
 
+/** The report as Markdown: two tables and the notes needed to read them. */
 function markdown(r) {
   const a = r.append;
+  const f = (x, d = 1) => (x === null || x === undefined ? "–" : String(round(x, d)));
+  const errs = (x) => Object.entries(x).map(([k, v]) => `${k}: ${v}`).join(", ") || "0";
   const row = (label, x) =>
-    `| ${label} | ${x.workflows} | ${x.writers} | ${x.patches_per_s} | ${x.request_latency_ms?.p50} | ${x.request_latency_ms?.p99} | ${x.conflicts_409} | ${Object.entries(x.other_errors).map(([k, v]) => `${k}: ${v}`).join(", ") || 0} |`;
+    `| ${label} | ${x.workflows} | ${x.writers} | ${f(x.patches_per_s, 0)} | ${f(x.request_latency_ms?.p50)} | ${f(x.request_latency_ms?.p99)} | ${f(x.patch_latency_ms_incl_retries?.p99)} | ${x.conflicts_409} | ${errs(x.other_errors)} | ${f(x.server_cpu_ms_per_patch, 2)} |`;
   const s = r.sse;
   const d = s.delivery_from_append_sent_ms;
+  const pp = s.per_patch;
+  const verified = Object.values(a).every((x) => x.versions_verified);
   return [
-    "| append | workflows | writers | patches/s | p50 ms | p99 ms | 409s | other errors |",
-    "|---|---:|---:|---:|---:|---:|---:|---|",
+    `A ${r.options.nodes}-node workflow (${round(r.document_bytes / 1024, 0)} KiB of JSON), SQLite, 2 HTTP workers, ${r.options.duration_s} s per append phase; ` +
+      `load average ${r.machine.load_average_before.join(" ")} before, ${r.machine.load_average_after?.join(" ")} after.`,
+    "",
+    "| appends | workflows | writers | patches/s | p50 ms | p99 ms | p99 ms incl. retries | 409s | other errors | server CPU ms/patch |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     row("one writer, sequential", a.single_writer),
-    row("racing on one workflow", a.one_workflow_concurrent),
+    row("writers racing on one workflow", a.one_workflow_concurrent),
     row("one writer per workflow", a.many_workflows),
     "",
-    "| SSE | subscribers | patches | delivery p50 ms | p99 ms | max ms | missed | 201 → last delivery p50 / p99 ms |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|",
-    `| one workflow, ${s.interval_ms} ms apart | ${s.subscribers} | ${s.patches} | ${d?.p50} | ${d?.p99} | ${d?.max} | ${s.missed_deliveries} | ${s.per_patch.append_response_to_last_delivery_ms?.p50} / ${s.per_patch.append_response_to_last_delivery_ms?.p99} |`,
+    `Versions read back match the 201s: ${verified ? "yes" : "**no**"}.`,
+    "",
+    "| SSE, one workflow | subscribers | patches | delivery p50 ms | p90 ms | p99 ms | max ms | missed | 201 → last delivery p50 / p99 ms | append p50 ms |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    `| ${s.interval_ms} ms apart | ${s.subscribers} | ${s.patches} | ${f(d?.p50)} | ${f(d?.p90)} | ${f(d?.p99)} | ${f(d?.max)} | ${s.missed_deliveries} | ${f(pp.append_response_to_last_delivery_ms?.p50)} / ${f(pp.append_response_to_last_delivery_ms?.p99)} | ${f(s.append_latency_ms?.p50)} |`,
+    "",
+    `Delivery = event arrival − append request sent, over all ${s.expected_deliveries} (subscriber, patch) pairs; ` +
+      `every subscriber got every seq once and in order: ${s.all_in_order_and_complete ? "yes" : "**no**"}. ` +
+      `During the SSE phase the server used ${f(s.server_cores, 2)} cores and the load generator ${f(s.client_cores, 2)} on the same machine.`,
   ].join("\n");
 }
 
@@ -594,6 +611,8 @@ try {
       client_threads: opts.clientThreads,
       nodes: opts.nodes,
     },
+    // The document every workflow starts from, as sent to the server.
+    document_bytes: Buffer.byteLength(JSON.stringify(doc)),
     append,
     sse,
     server_metrics: {
@@ -611,4 +630,5 @@ report.machine.load_average_after = os.loadavg().map((x) => round(x, 2));
 const json = JSON.stringify(report, null, 2);
 console.log(json);
 if (opts.out) writeFileSync(opts.out, json + "\n");
-if (opts.markdown) console.error("\n" + markdown(report) + "\n");
+if (opts.markdown === true) console.error("\n" + markdown(report) + "\n");
+else if (opts.markdown) writeFileSync(opts.markdown, markdown(report) + "\n");

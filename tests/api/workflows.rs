@@ -21,6 +21,7 @@ on_both_backends!(
     history_pages_and_past_versions,
     compaction_writes_snapshots_and_history_stays_right,
     events_are_live_resumable_and_never_lost_or_repeated,
+    events_end_when_the_key_stops_granting_access,
     concurrent_writers_never_lose_or_duplicate_patches,
 );
 
@@ -1103,6 +1104,62 @@ async fn events_are_live_resumable_and_never_lost_or_repeated(backend: Backend) 
             .any(|l| l.starts_with("patchbay_workflow_sse_clients ")),
         "{scrape}"
     );
+}
+
+/// A stream authenticates once, when it opens; revoking its key or deleting the key's workspace
+/// must still cut it off (within a heartbeat), or a revoked key keeps reading a live workflow.
+async fn events_end_when_the_key_stops_granting_access(backend: Backend) {
+    let server = Server::builder(backend)
+        .env("PATCHBAY_WORKFLOWS__SSE_HEARTBEAT_MS", 200)
+        .start()
+        .await;
+    let writer = server.workspace_key("cut", "write").await;
+    let id = create(&server, &writer, "watched", &base_doc(2)).await;
+
+    // Revocation: the revoked reader's stream ends; another reader's stream carries on.
+    let revoked = server.mint("cut", "read").await;
+    let kept = server.mint("cut", "read").await;
+    let mut cut_off = Sse::open(events(&server, &revoked, &id)).await;
+    let mut carries_on = Sse::open(events(&server, &kept, &id)).await;
+    append_ok(&server, &writer, &id, 0, &add_node("before")).await;
+    assert_eq!(cut_off.seqs(1).await, [1]);
+    assert_eq!(carries_on.seqs(1).await, [1]);
+    let res = server
+        .admin(
+            Method::DELETE,
+            &format!("/api/v1/keys/{}", key_id(&revoked)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let end = cut_off
+        .next(Duration::from_secs(10))
+        .await
+        .expect("a revoked event");
+    assert_eq!(end.event, "revoked");
+    assert!(
+        cut_off.next(Duration::from_secs(5)).await.is_none(),
+        "the stream ends"
+    );
+    append_ok(&server, &writer, &id, 1, &add_node("after")).await;
+    assert_eq!(carries_on.seqs(1).await, [2]);
+    // Heartbeats keep passing for the valid key.
+    assert!(carries_on.next(Duration::from_millis(600)).await.is_none());
+
+    // Deleting the workspace takes its keys, and so its streams.
+    let res = server
+        .admin(Method::DELETE, "/api/v1/workspaces/cut")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let end = carries_on
+        .next(Duration::from_secs(10))
+        .await
+        .expect("an event ending the stream");
+    assert!(end.event == "revoked" || end.event == "deleted", "{end:?}");
+    assert!(carries_on.next(Duration::from_secs(5)).await.is_none());
 }
 
 async fn concurrent_writers_never_lose_or_duplicate_patches(backend: Backend) {

@@ -17,6 +17,7 @@ use crate::auth::Principal;
 use crate::clock;
 use crate::error::{ApiError, ApiResult};
 use crate::store::{Role, SnapshotRecord, Workflow};
+use crate::workflows::events::Holder;
 use crate::workflows::{PatchView, WorkflowError};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -481,7 +482,7 @@ pub async fn append(
     ),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Server-Sent Events: `id: <seq>`, `event: patch`, `data: {\"seq\", \"ops\", \"author\", \"created_at\"}` per committed patch, in seq order, without gaps or repeats; `: heartbeat` comments every workflows.sse_heartbeat_ms; `event: deleted` when the workflow is deleted", content_type = "text/event-stream"),
+        (status = 200, description = "Server-Sent Events: `id: <seq>`, `event: patch`, `data: {\"seq\", \"ops\", \"author\", \"created_at\"}` per committed patch, in seq order, without gaps or repeats; `: heartbeat` comments every workflows.sse_heartbeat_ms; `event: deleted` when the workflow is deleted; `event: revoked` (then the end) when the key was revoked, expired or its workspace deleted, checked at every heartbeat", content_type = "text/event-stream"),
         (status = 400, description = "Malformed `Last-Event-ID` or `after`", content_type = "application/problem+json"),
         (status = 404, description = "The workspace has no such workflow", content_type = "application/problem+json"),
     ))]
@@ -499,7 +500,14 @@ pub async fn events(
     };
     let stream = state
         .workflows
-        .events(&principal.workspace_id, &id, after)
+        .events(
+            Holder {
+                key_id: principal.key_id.clone(),
+                workspace_id: principal.workspace_id.clone(),
+            },
+            &id,
+            after,
+        )
         .await?;
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")

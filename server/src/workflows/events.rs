@@ -224,19 +224,34 @@ struct EventStream {
     catch_up: bool,
     done: bool,
     heartbeat: tokio::time::Interval,
+    holder: Holder,
     shutdown: CancellationToken,
     _gauge: ClientGauge,
 }
 
+/// The API key a stream was opened with. Authentication happens once, when the stream opens;
+/// the key is looked up again at every heartbeat so that revoking it, its expiry, or deleting
+/// its workspace ends the stream within one heartbeat interval, on whichever node serves it.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub key_id: String,
+    pub workspace_id: String,
+}
+
+/// The last frame of a stream whose key no longer grants access.
+const REVOKED_FRAME: &[u8] = b"event: revoked\ndata: {}\n\n";
+
 /// The SSE body: events after `after` from the store, then live ones, heartbeats in between.
 /// Ends when the client goes, the workflow is deleted, the store fails (the client resumes
-/// with `Last-Event-ID`), or the server shuts down.
+/// with `Last-Event-ID`), the key stops granting access (see [`Holder`]), or the server shuts
+/// down.
 pub fn stream(
     store: Arc<dyn Store>,
     workflow_id: String,
     subscription: Subscription,
     after: u64,
     heartbeat: Duration,
+    holder: Holder,
     shutdown: CancellationToken,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static {
     let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
@@ -251,6 +266,7 @@ pub fn stream(
         catch_up: true,
         done: false,
         heartbeat: interval,
+        holder,
         shutdown,
         _gauge: ClientGauge::enter(),
     };
@@ -291,7 +307,34 @@ impl EventStream {
                         self.done = true;
                     }
                 },
-                _ = self.heartbeat.tick() => self.queue.push_back(Bytes::from_static(b": heartbeat\n\n")),
+                _ = self.heartbeat.tick() => {
+                    if self.holder_may_read().await {
+                        self.queue.push_back(Bytes::from_static(b": heartbeat\n\n"));
+                    } else {
+                        self.queue.push_back(Bytes::from_static(REVOKED_FRAME));
+                        self.done = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the stream's key still exists, is neither revoked nor expired, and belongs to
+    /// the same workspace. A store error ends the stream too: the client resumes with
+    /// `Last-Event-ID` and authenticates again.
+    async fn holder_may_read(&self) -> bool {
+        match self.store.get_key(&self.holder.key_id).await {
+            Ok(Some(key)) => {
+                key.revoked_at_ms.is_none()
+                    && key
+                        .expires_at_ms
+                        .is_none_or(|at| at > crate::clock::now_ms())
+                    && key.workspace_id == self.holder.workspace_id
+            }
+            Ok(None) => false,
+            Err(err) => {
+                tracing::warn!(error = %err, workflow = self.workflow_id, "event stream: re-checking the API key failed; ending the stream");
+                false
             }
         }
     }
@@ -401,6 +444,10 @@ mod tests {
             hub.subscribe("f"),
             0,
             Duration::from_secs(3600),
+            Holder {
+                key_id: "k".into(),
+                workspace_id: "w".into(),
+            },
             CancellationToken::new(),
         );
         let mut events = Box::pin(events);

@@ -375,14 +375,14 @@ impl WorkflowService {
     /// returns the SSE body.
     pub async fn events(
         &self,
-        workspace_id: &str,
+        holder: events::Holder,
         id: &str,
         after: Option<u64>,
     ) -> WorkflowResult<impl Stream<Item = Result<Bytes, std::convert::Infallible>> + 'static> {
         // Subscribe before anything is read (see `events` for why nothing is lost), and before
         // the existence check, so a deletion cannot slip between the two unannounced.
         let subscription = self.hub.subscribe(id);
-        let workflow = self.find(workspace_id, id).await?;
+        let workflow = self.find(&holder.workspace_id, id).await?;
         let after = after.unwrap_or(workflow.version as u64);
         Ok(events::stream(
             Arc::clone(&self.store),
@@ -390,6 +390,7 @@ impl WorkflowService {
             subscription,
             after,
             Duration::from_millis(self.config.sse_heartbeat_ms),
+            holder,
             self.shutdown.child_token(),
         ))
     }

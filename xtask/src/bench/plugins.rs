@@ -237,8 +237,7 @@ pub fn run(flags: &Flags) -> Result<()> {
 /// wasmtime-cli `WASMTIME_VERSION` in `~/.cache/patchbay/tools`, installed from crates.io with
 /// `cargo install` when missing (a long build).
 /// Features of the wasmtime-cli build: `serve` plus the engine features a stock build serves with.
-const WASMTIME_FEATURES: &str =
-    "serve,run,cranelift,pooling-allocator,parallel-compilation,cache,wat,logging";
+const WASMTIME_FEATURES: &str = "serve,run,cranelift,pooling-allocator,parallel-compilation,cache,wat,logging,component-model-async";
 
 fn ensure_wasmtime() -> Result<PathBuf> {
     let root = util::cache_dir()?.join("tools");
