@@ -952,6 +952,19 @@ impl Sse {
         }
     }
 
+    /// Expects a last event named one of `names`, then the end of the stream.
+    async fn expect_end(&mut self, names: &[&str]) {
+        let end = self
+            .next(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("no {names:?} event"));
+        assert!(names.contains(&end.event.as_str()), "{end:?}");
+        assert!(
+            self.next(Duration::from_secs(5)).await.is_none(),
+            "the stream ends after {end:?}"
+        );
+    }
+
     /// The next `n` patch events' seqs, checking each event's shape.
     async fn seqs(&mut self, n: usize) -> Vec<u64> {
         let mut seqs = Vec::new();
@@ -1081,15 +1094,7 @@ async fn events_are_live_resumable_and_never_lost_or_repeated(backend: Backend) 
             .status(),
         204
     );
-    let end = from_zero
-        .next(Duration::from_secs(10))
-        .await
-        .expect("a deleted event");
-    assert_eq!(end.event, "deleted");
-    assert!(
-        from_zero.next(Duration::from_secs(10)).await.is_none(),
-        "the stream ends"
-    );
+    from_zero.expect_end(&["deleted"]).await;
     let scrape = server
         .anon(Method::GET, "/metrics")
         .send()
@@ -1133,15 +1138,7 @@ async fn events_end_when_the_key_stops_granting_access(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), 204);
-    let end = cut_off
-        .next(Duration::from_secs(10))
-        .await
-        .expect("a revoked event");
-    assert_eq!(end.event, "revoked");
-    assert!(
-        cut_off.next(Duration::from_secs(5)).await.is_none(),
-        "the stream ends"
-    );
+    cut_off.expect_end(&["revoked"]).await;
     append_ok(&server, &writer, &id, 1, &add_node("after")).await;
     assert_eq!(carries_on.seqs(1).await, [2]);
     // Heartbeats keep passing for the valid key.

@@ -34,33 +34,40 @@ pub fn run(flags: &Flags) -> Result<()> {
     fs::create_dir_all(&out_dir)?;
 
     say!("materializer: wasm in Chromium vs fast-json-patch, and natively");
-    let browser_md = scratch.path().join("browser.md");
-    util::run(
-        Command::new("node")
-            .arg("bench/materializer/run.mjs")
-            .args(["--rounds", &rounds.to_string(), "--native", "--out"])
-            .arg(out_dir.join("browser.json"))
-            .arg("--markdown")
-            .arg(&browser_md)
-            .current_dir(&root)
-            .stdout(std::process::Stdio::null()),
+    let rounds_arg = rounds.to_string();
+    let browser_md = node_script(
+        &root,
+        &out_dir,
+        scratch.path(),
+        "browser",
+        &[
+            "bench/materializer/run.mjs",
+            "--rounds",
+            &rounds_arg,
+            "--native",
+        ],
     )?;
 
     say!("workflows: patch append throughput and SSE delivery latency");
-    let workflows_md = scratch.path().join("workflows.md");
-    util::run(
-        Command::new("node")
-            .arg("bench/workflows/run.mjs")
-            .arg("--bin")
-            .arg(cargo::target_dir()?.join("release/patchbay"))
-            .args(["--subscribers", &subscribers.to_string()])
-            .args(["--workflows", &workflows.to_string()])
-            .args(["--duration", &duration.to_string(), "--out"])
-            .arg(out_dir.join("workflows.json"))
-            .arg("--markdown")
-            .arg(&workflows_md)
-            .current_dir(&root)
-            .stdout(std::process::Stdio::null()),
+    let bin = cargo::target_dir()?.join("release/patchbay");
+    let (subscribers_arg, workflows_arg) = (subscribers.to_string(), workflows.to_string());
+    let duration_arg = duration.to_string();
+    let workflows_md = node_script(
+        &root,
+        &out_dir,
+        scratch.path(),
+        "workflows",
+        &[
+            "bench/workflows/run.mjs",
+            "--bin",
+            util::path_str(&bin)?,
+            "--subscribers",
+            &subscribers_arg,
+            "--workflows",
+            &workflows_arg,
+            "--duration",
+            &duration_arg,
+        ],
     )?;
 
     let mut body = String::new();
@@ -77,12 +84,12 @@ pub fn run(flags: &Flags) -> Result<()> {
     let _ = writeln!(
         body,
         "### wasm in a Web Worker vs fast-json-patch\n\n{}",
-        fs::read_to_string(&browser_md)?
+        browser_md
     );
     let _ = writeln!(
         body,
         "### patch appends and SSE delivery\n\n{}",
-        fs::read_to_string(&workflows_md)?
+        workflows_md
     );
     let _ = writeln!(
         body,
@@ -95,6 +102,29 @@ pub fn run(flags: &Flags) -> Result<()> {
     report::write_section(&readme, "materializer", &body)?;
     say!("wrote the materializer section of {}", readme.display());
     Ok(())
+}
+
+/// Runs `node ARGS --out OUT_DIR/NAME.json --markdown SCRATCH/NAME.md` in the repository and
+/// returns the Markdown it wrote.
+fn node_script(
+    root: &Path,
+    out_dir: &Path,
+    scratch: &Path,
+    name: &str,
+    args: &[&str],
+) -> Result<String> {
+    let markdown = scratch.join(format!("{name}.md"));
+    util::run(
+        Command::new("node")
+            .args(args)
+            .arg("--out")
+            .arg(out_dir.join(format!("{name}.json")))
+            .arg("--markdown")
+            .arg(&markdown)
+            .current_dir(root)
+            .stdout(std::process::Stdio::null()),
+    )?;
+    Ok(fs::read_to_string(&markdown)?)
 }
 
 /// `npm ci` in `dir` unless its node_modules is already there.

@@ -133,7 +133,7 @@ pub fn run(flags: &Flags) -> Result<()> {
     // Before our own servers and load add to it.
     let load_average = report::load_average();
     let patchbay_env = [
-        ("PATCHBAY_PLUGINS_DIR", path_str(&dist)?),
+        ("PATCHBAY_PLUGINS_DIR", util::path_str(&dist)?),
         ("PATCHBAY_METRICS__ENABLED", "true"),
     ];
     let mut servers = Vec::new();
@@ -210,7 +210,7 @@ pub fn run(flags: &Flags) -> Result<()> {
             &manifest,
             with_backpressure(&fs::read_to_string(&manifest)?, "block"),
         )?;
-        let env = [("PATCHBAY_PLUGINS_DIR", path_str(plugins.path())?)];
+        let env = [("PATCHBAY_PLUGINS_DIR", util::path_str(plugins.path())?)];
         let server = Server::spawn(&release.join("patchbay"), "patchbay (slow: block)", &env)?;
         overloads.push(run_overload(&server, plugins.path(), &slow_path, overload)?);
     }
@@ -425,11 +425,6 @@ fn with_backpressure(manifest: &str, mode: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
         + "\n"
-}
-
-fn path_str(path: &Path) -> Result<&str> {
-    path.to_str()
-        .with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
 fn format_kib(kib: u64) -> String {
