@@ -66,7 +66,7 @@ impl Issues {
 }
 
 fn check(doc: &Value, issues: &mut Issues) {
-    let Some(root) = object(doc, "", "the workflow", issues) else {
+    let Some(root) = object(doc, String::new, "the workflow", issues) else {
         return;
     };
     for member in ["name", "nodes", "edges"] {
@@ -79,7 +79,7 @@ fn check(doc: &Value, issues: &mut Issues) {
         }
     }
     if let Some(name) = root.get("name") {
-        bounded_string(name, "/name".to_owned(), "name", issues);
+        bounded_string(name, || "/name".to_owned(), "name", issues);
     }
     let nodes = root
         .get("nodes")
@@ -96,7 +96,7 @@ fn check(doc: &Value, issues: &mut Issues) {
         check_edge(edge, i, issues);
     }
     if let Some(metadata) = root.get("metadata") {
-        object(metadata, "/metadata", "metadata", issues);
+        object(metadata, || "/metadata".to_owned(), "metadata", issues);
     }
     for key in root.keys() {
         if !matches!(key.as_str(), "name" | "nodes" | "edges" | "metadata") {
@@ -122,14 +122,15 @@ fn check(doc: &Value, issues: &mut Issues) {
 }
 
 fn check_node(node: &Value, i: usize, issues: &mut Issues) {
-    let at = format!("/nodes/{i}");
-    let Some(node) = object(node, &at, "a node", issues) else {
+    // Pointers are only formatted for an issue: valid documents (every append) skip the cost.
+    let at = || format!("/nodes/{i}");
+    let Some(node) = object(node, at, "a node", issues) else {
         return;
     };
     for member in ["id", "type"] {
         if !node.contains_key(member) {
             issues.push(
-                at.clone(),
+                at(),
                 "required",
                 format!("a node needs a {member:?} member"),
             );
@@ -137,24 +138,29 @@ fn check_node(node: &Value, i: usize, issues: &mut Issues) {
     }
     for member in ["id", "type"] {
         if let Some(v) = node.get(member) {
-            bounded_string(v, format!("{at}/{member}"), member, issues);
+            bounded_string(v, || format!("/nodes/{i}/{member}"), member, issues);
         }
     }
     if let Some(config) = node.get("config") {
-        object(config, &format!("{at}/config"), "a node's config", issues);
+        object(
+            config,
+            || format!("/nodes/{i}/config"),
+            "a node's config",
+            issues,
+        );
     }
 }
 
 fn check_edge(edge: &Value, i: usize, issues: &mut Issues) {
-    let at = format!("/edges/{i}");
-    let Some(edge) = object(edge, &at, "an edge", issues) else {
+    let at = || format!("/edges/{i}");
+    let Some(edge) = object(edge, at, "an edge", issues) else {
         return;
     };
     for member in ["from", "to"] {
         match edge.get(member) {
-            Some(v) => bounded_string(v, format!("{at}/{member}"), member, issues),
+            Some(v) => bounded_string(v, || format!("/edges/{i}/{member}"), member, issues),
             None => issues.push(
-                at.clone(),
+                at(),
                 "required",
                 format!("an edge needs a {member:?} member"),
             ),
@@ -226,14 +232,14 @@ fn too_deep<'a>(v: &'a Value, depth: usize, path: &mut Vec<Token<'a>>) -> bool {
 
 fn object<'v>(
     v: &'v Value,
-    at: &str,
+    at: impl FnOnce() -> String,
     what: &str,
     issues: &mut Issues,
 ) -> Option<&'v Map<String, Value>> {
     let found = v.as_object();
     if found.is_none() {
         issues.push(
-            at.to_owned(),
+            at(),
             "type",
             format!("{what} must be an object, not {}", crate::op::type_name(v)),
         );
@@ -257,17 +263,17 @@ fn array<'v>(v: &'v Value, at: &str, issues: &mut Issues) -> Option<&'v [Value]>
     found
 }
 
-fn bounded_string(v: &Value, at: String, what: &str, issues: &mut Issues) {
+fn bounded_string(v: &Value, at: impl FnOnce() -> String, what: &str, issues: &mut Issues) {
     let Some(s) = v.as_str() else {
         let message = format!("{what:?} must be a string, not {}", crate::op::type_name(v));
-        issues.push(at, "type", message);
+        issues.push(at(), "type", message);
         return;
     };
     if s.is_empty() {
-        issues.push(at, "min_length", format!("{what:?} must not be empty"));
+        issues.push(at(), "min_length", format!("{what:?} must not be empty"));
     } else if s.chars().count() > MAX_NAME_CHARS {
         let message = format!("{what:?} is longer than {MAX_NAME_CHARS} characters");
-        issues.push(at, "max_length", message);
+        issues.push(at(), "max_length", message);
     }
 }
 
