@@ -112,22 +112,6 @@ function stats(values) {
 
 const round = (x, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 
-/** The server process: our child whose executable is the binary (startServer does not expose it). */
-function findServerPid(bin) {
-  const want = realpathSync(bin);
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid === process.pid && readlinkSync(`/proc/${entry}/exe`) === want) return Number(entry);
-    } catch {
-      // Processes come and go while we scan.
-    }
-  }
-  return null;
-}
-
 const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim()) || 100;
 
 /** CPU seconds used so far by the server (all threads) and by this process. */
@@ -538,7 +522,7 @@ process.env.PATCHBAY_BIN = opts.bin; // startServer's binaryPath() reads it
 log(`starting ${opts.bin}`);
 const server = await startServer({ env: serverEnv });
 BASE = server.url;
-const serverPid = findServerPid(opts.bin);
+const serverPid = server.pid;
 let report;
 try {
   // A write key for the appends and a read key for the streams, in the admin's workspace,

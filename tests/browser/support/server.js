@@ -70,6 +70,8 @@ export async function startServer({ env = {}, timeoutMs = 30_000 } = {}) {
     url,
     admin,
     logs,
+    /** The server's process id (benchmarks read its CPU time and memory from /proc). */
+    pid: child.pid,
     /** Calls the API with `key` (default: the admin token); returns {status, body, headers}. */
     async call(method, path, { key = admin, json, headers = {} } = {}) {
       const res = await fetch(url + path, {
