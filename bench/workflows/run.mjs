@@ -20,7 +20,7 @@
 import http from "node:http";
 import os from "node:os";
 import { execFileSync } from "node:child_process";
-import { readFileSync, readdirSync, readlinkSync, realpathSync, writeFileSync, existsSync } from "node:fs";
+import { readFileSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
