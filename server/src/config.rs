@@ -377,6 +377,8 @@ pub struct PluginsConfig {
     pub sync_interval_ms: u64,
     /// Precompiled components; default `data_dir/plugin-cache`.
     pub cache_dir: Option<PathBuf>,
+    /// Threads that run guests (beside the HTTP workers); 0 means one per CPU.
+    pub guest_threads: usize,
     pub defaults: PluginDefaults,
 }
 
@@ -408,6 +410,7 @@ impl Default for PluginsConfig {
             max_component_bytes: 64 * 1024 * 1024,
             sync_interval_ms: 2_000,
             cache_dir: None,
+            guest_threads: 0,
             defaults: PluginDefaults::default(),
         }
     }

@@ -162,6 +162,7 @@ impl PluginHost {
             max_memory_bytes_per_instance: plugins.max_memory_mb << 20,
             max_stack_bytes: (plugins.max_stack_kb << 10) as usize,
             cache_dir: Some(cache_dir),
+            guest_threads: plugins.guest_threads,
             ..EngineConfig::default()
         })?;
         Ok(Self {

@@ -16,7 +16,7 @@ use super::server::Server;
 use super::wrk::{self, Figures, Load, PERCENTILES, Wrk};
 use super::{Flags, median, report};
 use crate::util::{self, TempDir};
-use crate::{cargo, http, say, setup};
+use crate::{http, say, setup};
 
 struct Side {
     label: &'static str,
@@ -59,8 +59,7 @@ pub fn run(flags: &Flags) -> Result<()> {
 
     setup::run()?;
     let binary = if prebuilt.is_empty() {
-        util::run(cargo::cargo()?.args(["build", "--release", "-p", "patchbay"]))?;
-        cargo::target_dir()?.join("release").join("patchbay")
+        super::build_release()?.join("patchbay")
     } else {
         PathBuf::from(prebuilt)
     };

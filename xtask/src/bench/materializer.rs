@@ -13,7 +13,7 @@ use anyhow::Result;
 
 use super::{Flags, report};
 use crate::util::{self, TempDir};
-use crate::{cargo, say, wasm};
+use crate::{say, wasm};
 
 pub fn run(flags: &Flags) -> Result<()> {
     let rounds: u32 = flags.get("rounds", 15)?;
@@ -24,7 +24,7 @@ pub fn run(flags: &Flags) -> Result<()> {
 
     let root = util::repo_root();
     wasm::run()?;
-    util::run(cargo::cargo()?.args(["build", "--release", "-p", "patchbay"]))?;
+    let release = super::build_release()?;
     npm_ci(&root.join("bench/materializer"))?;
     npm_ci(&root.join("tests/browser"))?;
     let load_average = report::load_average();
@@ -49,7 +49,7 @@ pub fn run(flags: &Flags) -> Result<()> {
     )?;
 
     say!("workflows: patch append throughput and SSE delivery latency");
-    let bin = cargo::target_dir()?.join("release/patchbay");
+    let bin = release.join("patchbay");
     let (subscribers_arg, workflows_arg) = (subscribers.to_string(), workflows.to_string());
     let duration_arg = duration.to_string();
     let workflows_md = node_script(

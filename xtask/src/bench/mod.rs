@@ -111,6 +111,21 @@ impl Flags {
     }
 }
 
+/// Builds the release binaries every scenario runs (`patchbay`, `native-hello`) in one
+/// invocation: building a different set of packages changes Cargo's feature resolution and
+/// recompiles much of the dependency tree, so all scenarios build the same set.
+pub fn build_release() -> Result<std::path::PathBuf> {
+    crate::util::run(crate::cargo::cargo()?.args([
+        "build",
+        "--release",
+        "-p",
+        "patchbay",
+        "-p",
+        "native-hello",
+    ]))?;
+    Ok(crate::cargo::target_dir()?.join("release"))
+}
+
 /// The median of some measurements (mean of the middle two for an even count).
 pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();

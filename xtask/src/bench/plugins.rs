@@ -22,7 +22,7 @@ use super::server::Server;
 use super::wrk::{self, Figures, Load, PERCENTILES, Wrk};
 use super::{Flags, median, report};
 use crate::util::{self, TempDir};
-use crate::{cargo, guests, say, setup};
+use crate::{guests, say, setup};
 
 /// The `wasmtime serve` we compare with: built from crates.io, never downloaded prebuilt.
 const WASMTIME_VERSION: &str = "48.0.8";
@@ -87,6 +87,9 @@ pub fn run(flags: &Flags) -> Result<()> {
     };
     let slow_ms: u64 = flags.get("slow-ms", 50)?;
     let block: bool = flags.get("block", true)?;
+    // 0: the server's defaults (one per CPU for each).
+    let http_workers: u32 = flags.get("http-workers", 0)?;
+    let guest_threads: u32 = flags.get("guest-threads", 0)?;
     flags.reject_unknown()?;
     anyhow::ensure!(rounds >= 1, "--rounds must be at least 1");
     anyhow::ensure!(
@@ -99,7 +102,8 @@ pub fn run(flags: &Flags) -> Result<()> {
     );
     let reproduce = format!(
         "cargo xtask bench plugins --duration {} --rounds {rounds} --connections {} --threads {} \
-         --overload-connections {} --overload-duration {} --slow-ms {slow_ms} --block {block}",
+         --overload-connections {} --overload-duration {} --slow-ms {slow_ms} --block {block} --http-workers {http_workers} \
+         --guest-threads {guest_threads}",
         load.duration.as_secs(),
         load.connections,
         load.threads,
@@ -108,16 +112,7 @@ pub fn run(flags: &Flags) -> Result<()> {
     );
 
     setup::run()?;
-    // One invocation, so both share the workspace's feature resolution and artifacts.
-    util::run(cargo::cargo()?.args([
-        "build",
-        "--release",
-        "-p",
-        "patchbay",
-        "-p",
-        "native-hello",
-    ]))?;
-    let release = cargo::target_dir()?.join("release");
+    let release = super::build_release()?;
     let dist = guests::build()?;
     let wasmtime = ensure_wasmtime()?;
     util::check_interrupted()?;
@@ -132,10 +127,25 @@ pub fn run(flags: &Flags) -> Result<()> {
 
     // Before our own servers and load add to it.
     let load_average = report::load_average();
+    let (http_workers, guest_threads) = (http_workers.to_string(), guest_threads.to_string());
     let patchbay_env = [
         ("PATCHBAY_PLUGINS_DIR", util::path_str(&dist)?),
         ("PATCHBAY_METRICS__ENABLED", "true"),
+        ("PATCHBAY_HTTP__WORKERS", &http_workers),
+        ("PATCHBAY_PLUGINS__GUEST_THREADS", &guest_threads),
     ];
+    let per_cpu = |n: &str| {
+        if n == "0" {
+            "one per CPU".to_string()
+        } else {
+            n.to_string()
+        }
+    };
+    let patchbay_threads = format!(
+        "HTTP workers: {}, guest threads: {}",
+        per_cpu(&http_workers),
+        per_cpu(&guest_threads)
+    );
     let mut servers = Vec::new();
     for side in Side::ALL {
         let server = match side {
@@ -218,6 +228,7 @@ pub fn run(flags: &Flags) -> Result<()> {
     let body = render(&Report {
         results: &results,
         hello_limits: &hello_limits,
+        patchbay_threads: &patchbay_threads,
         load,
         rounds,
         warmup,
@@ -440,6 +451,7 @@ fn format_percentile(tally: &Tally, p: f64) -> String {
 struct Report<'a> {
     results: &'a [Vec<Figures>],
     hello_limits: &'a str,
+    patchbay_threads: &'a str,
     load: Load,
     rounds: usize,
     warmup: Duration,
@@ -491,7 +503,7 @@ fn render(r: &Report) -> String {
         s,
         "{}, on {} (load average {} before the run). `{}` against each of three servers in \
          turn for {} rounds after a {}s warm-up each; medians of the rounds. Patchbay (release, \
-         metrics on, other settings default) loads `plugins/hello` from `PATCHBAY_PLUGINS_DIR` \
+         metrics on, {}, other settings default) loads `plugins/hello` from `PATCHBAY_PLUGINS_DIR` \
          with its manifest's limits ({}); `wasmtime serve -S cli` \
          (wasmtime-cli {WASMTIME_VERSION} from crates.io, defaults) serves the same `.wasm`; \
          `bench/native-hello` is the same handler in plain actix-web 4 with one worker per CPU, \
@@ -502,6 +514,7 @@ fn render(r: &Report) -> String {
         r.load.describe(),
         r.rounds,
         r.warmup.as_secs(),
+        r.patchbay_threads,
         r.hello_limits
     );
     let _ = writeln!(s, "| | Patchbay | wasmtime serve | native actix-web |");
@@ -695,6 +708,7 @@ backpressure = "shed"   # 429 at once
         let text = render(&Report {
             results: &results,
             hello_limits: "16 instances, queue 256",
+            patchbay_threads: "HTTP workers: 1, guest threads: 1",
             load: Load {
                 threads: 1,
                 connections: 64,
