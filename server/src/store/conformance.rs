@@ -935,6 +935,21 @@ async fn sqlite_passes_the_cache_suite() {
         .await
         .unwrap();
     run_cache_suite(&store).await;
+    let (searched, fell_back) = store.vector_index().counts();
+    assert!(searched > 0, "the in-memory index answered");
+    assert_eq!(fell_back, 0);
+}
+
+/// SQLite without its in-memory vector index: every semantic lookup scans the rows.
+#[tokio::test]
+async fn sqlite_passes_the_cache_suite_without_its_vector_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = SqliteStore::connect_with_index(&url, &PoolOptions::default(), 0)
+        .await
+        .unwrap();
+    run_cache_suite(&store).await;
+    assert_eq!(store.vector_index().counts().0, 0);
 }
 
 #[tokio::test]

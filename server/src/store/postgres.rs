@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use tokio::sync::mpsc;
 
 use super::cache::{IterativeScan, NewSemanticEntry, SemanticHit, SemanticScope, SemanticSearch};
+use super::vector_index::Writer;
 use super::{PoolOptions, StoreResult, WORKFLOW_CHANNEL, WorkflowChange, sql, vector};
 
 /// Changes buffered between the listener and its consumer.
@@ -67,6 +68,15 @@ impl PostgresStore {
     /// Starts listening (before returning, so no change committed afterwards is missed) and
     /// hands every node's changes to the receiver. A lost connection is re-established and
     /// reported as [`WorkflowChange::Resync`], since changes may have passed unheard.
+    /// PostgreSQL searches its own HNSW index; there is no in-process index to keep in step.
+    async fn semantic_writer(
+        &self,
+        _kind: super::cache::CacheKind,
+        _workspace_id: Option<&str>,
+    ) -> Writer<'static> {
+        Writer::none()
+    }
+
     async fn change_feed(&self) -> StoreResult<Option<mpsc::Receiver<WorkflowChange>>> {
         let listener = listen(&self.connect).await?;
         let (tx, rx) = mpsc::channel(CHANGE_FEED_CAPACITY);
@@ -239,10 +249,11 @@ impl PostgresStore {
         Ok(dropped as u64)
     }
 
+    /// Inserts the row. Returns 0: rowids are SQLite's (its in-memory index orders ties by them).
     async fn insert_semantic_row(
         conn: &mut PgConnection,
         e: &NewSemanticEntry,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<i64, sqlx::Error> {
         sqlx::query(
             "INSERT INTO semantic_cache (id, workspace_id, node_type, required_role, prompt, prompt_hash, result, execution_ms, \
              created_at, expires_at, last_used_at, embedding) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9, $11::vector)",
@@ -260,7 +271,7 @@ impl PostgresStore {
         .bind(vector::to_pgvector_text(&e.embedding))
         .execute(conn)
         .await?;
-        Ok(())
+        Ok(0)
     }
 
     /// An HNSW search with pgvector 0.8's iterative scan, so the workspace, node type and role
