@@ -102,6 +102,13 @@ enum CacheCommand {
         /// Keep the benchmark's workspaces and entries.
         #[arg(long)]
         keep: bool,
+        /// PostgreSQL: COPY the entries in, then build the HNSW index once (a scratch
+        /// database: the index is dropped and rebuilt), instead of inserting one by one.
+        #[arg(long)]
+        bulk_load: bool,
+        /// PostgreSQL bulk load: maintenance_work_mem for the index build.
+        #[arg(long, default_value = "4GB")]
+        maintenance_work_mem: String,
     },
 }
 
@@ -238,6 +245,8 @@ fn main() -> ExitCode {
                     database_url,
                     ef_search,
                     keep,
+                    bulk_load,
+                    maintenance_work_mem,
                 },
         } => {
             let search = patchbay::store::cache::SemanticSearch {
@@ -255,6 +264,10 @@ fn main() -> ExitCode {
                 seed,
                 search,
                 keep,
+                database_url: database_url.clone(),
+                bulk_load,
+                maintenance_work_mem,
+                sqlite_index_max_bytes: config.cache.semantic.sqlite_index_max_bytes,
             };
             multi_thread_runtime().and_then(|rt| rt.block_on(bench(config, database_url, options)))
         }

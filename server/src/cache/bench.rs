@@ -7,6 +7,8 @@
 //! recall@1 against an exact search over the same vectors. It measures the vector search
 //! (`CacheStore::semantic_nearest`, the part that grows with N), not HTTP.
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +17,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use crate::clock;
-use crate::store::cache::{NewSemanticEntry, SemanticScope, SemanticSearch};
-use crate::store::{Role, Store, vector};
+use crate::store::cache::{IterativeScan, NewSemanticEntry, SemanticScope, SemanticSearch};
+use crate::store::{Role, Store, postgres, vector};
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -33,14 +35,33 @@ pub struct BenchOptions {
     pub search: SemanticSearch,
     /// Keep the workspaces and entries afterwards.
     pub keep: bool,
+    /// The database the store was opened on; a PostgreSQL URL is also used for the bulk load
+    /// and to report the server's version, settings and query plan.
+    pub database_url: Option<String>,
+    /// PostgreSQL: load the entries with COPY and build the HNSW index afterwards, instead of
+    /// inserting them one by one through the store (which maintains the index per row).
+    pub bulk_load: bool,
+    /// PostgreSQL bulk load: `maintenance_work_mem` for the index build (the graph should fit).
+    pub maintenance_work_mem: String,
+    /// SQLite: `cache.semantic.sqlite_index_max_bytes`, reported.
+    pub sqlite_index_max_bytes: u64,
 }
 
 const NODE_TYPE: &str = "agent";
+const TTL_MS: i64 = 86_400_000;
 
 pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Result<Value> {
     anyhow::ensure!(
         options.entries > 0 && options.queries > 0 && options.concurrency > 0,
         "entries, queries and concurrency must be above 0"
+    );
+    let postgres_url = options
+        .database_url
+        .as_deref()
+        .filter(|url| url.starts_with("postgres"));
+    anyhow::ensure!(
+        !options.bulk_load || postgres_url.is_some(),
+        "--bulk-load needs --database-url postgres://..."
     );
     store.cache().prepare_semantic(options.dimensions).await?;
     let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -57,68 +78,41 @@ pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Resul
     let foreign: Vec<bool> = (0..options.entries)
         .map(|_| rng.random_bool(options.foreign_fraction.clamp(0.0, 1.0)))
         .collect();
-    eprintln!(
-        "patchbay: inserting {} entries of {} dimensions ...",
-        options.entries, dims
-    );
-
-    // Insert: `concurrency` writers over interleaved slices.
-    let vectors = Arc::new(vectors);
-    let ids: Arc<Vec<String>> = Arc::new(
-        (0..options.entries)
+    let rows = Arc::new(Rows {
+        ids: (0..options.entries)
             .map(|_| uuid::Uuid::now_v7().simple().to_string())
             .collect(),
+        vectors,
+        foreign,
+        ours: ours.id.clone(),
+        theirs: theirs.id.clone(),
+    });
+    eprintln!(
+        "patchbay: inserting {} entries of {} dimensions ({}) ...",
+        options.entries,
+        dims,
+        if options.bulk_load {
+            "COPY, then CREATE INDEX"
+        } else {
+            "one by one through the store"
+        }
     );
-    let started = Instant::now();
-    let mut writers = Vec::new();
-    let step = options.concurrency;
-    for w in 0..step {
-        let (store, vectors, ids, foreign) = (
-            Arc::clone(&store),
-            Arc::clone(&vectors),
-            Arc::clone(&ids),
-            foreign.clone(),
-        );
-        let (ours, theirs) = (ours.id.clone(), theirs.id.clone());
-        writers.push(tokio::spawn(async move {
-            let now = clock::now_ms();
-            for i in (w..vectors.len()).step_by(step) {
-                let entry = NewSemanticEntry {
-                    id: ids[i].clone(),
-                    workspace_id: if foreign[i] {
-                        theirs.clone()
-                    } else {
-                        ours.clone()
-                    },
-                    node_type: NODE_TYPE.into(),
-                    required_role: Role::Read,
-                    prompt: format!("bench prompt {i}"),
-                    prompt_hash: format!("{i:064x}"),
-                    result: format!("{{\"answer\":{i}}}"),
-                    embedding: vectors[i].clone(),
-                    execution_ms: Some(1000),
-                    created_at_ms: now,
-                    expires_at_ms: now + 86_400_000,
-                };
-                store.cache().insert_semantic(&entry, u64::MAX).await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for writer in writers {
-        writer.await??;
-    }
-    let insert_seconds = started.elapsed().as_secs_f64();
+    let insert = match postgres_url {
+        Some(url) if options.bulk_load => {
+            bulk_load(url, &rows, &options.maintenance_work_mem).await?
+        }
+        _ => insert_one_by_one(&store, &rows, options.concurrency).await?,
+    };
 
     // Queries: a stored vector of our workspace plus noise (a paraphrase).
-    let our_rows: Vec<usize> = (0..options.entries).filter(|i| !foreign[*i]).collect();
+    let our_rows: Vec<usize> = (0..options.entries).filter(|i| !rows.foreign[*i]).collect();
     anyhow::ensure!(
         !our_rows.is_empty(),
         "no entries landed in the benchmark workspace; lower --foreign-fraction"
     );
     let queries: Vec<Vec<f32>> = (0..options.queries.max(options.recall_queries))
         .map(|_| {
-            let base = &vectors[our_rows[rng.random_range(0..our_rows.len())]];
+            let base = &rows.vectors[our_rows[rng.random_range(0..our_rows.len())]];
             normalized(
                 base.iter()
                     .map(|x| x + gaussian(&mut rng) * 0.3 / (dims as f32).sqrt())
@@ -133,6 +127,15 @@ pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Resul
         max_role: Role::Read,
         now_ms,
     };
+
+    // The first lookup on its own: on SQLite it loads the workspace's in-memory index. It is
+    // not among the timed ones.
+    let t = Instant::now();
+    store
+        .cache()
+        .semantic_nearest(&scope(clock::now_ms()), &queries[0], &options.search)
+        .await?;
+    let first_lookup = t.elapsed();
 
     // Latency, one lookup at a time.
     eprintln!("patchbay: timing {} lookups ...", options.queries);
@@ -152,6 +155,7 @@ pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Resul
     latencies.sort();
 
     // Throughput, `concurrency` lookups at a time.
+    let step = options.concurrency;
     let started = Instant::now();
     let mut readers = Vec::new();
     for r in 0..step {
@@ -178,7 +182,6 @@ pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Resul
             anyhow::Ok(())
         }));
     }
-    let concurrency = options.concurrency;
     for reader in readers {
         reader.await??;
     }
@@ -189,7 +192,8 @@ pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Resul
         "patchbay: checking recall on {} queries ...",
         options.recall_queries
     );
-    let index_of: std::collections::HashMap<&str, usize> = ids
+    let index_of: HashMap<&str, usize> = rows
+        .ids
         .iter()
         .enumerate()
         .map(|(i, id)| (id.as_str(), i))
@@ -198,13 +202,13 @@ pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Resul
     for (query, answer) in queries.iter().zip(&answers).take(options.recall_queries) {
         let best = our_rows
             .iter()
-            .map(|i| vector::cosine(query, &vectors[*i]))
+            .map(|i| vector::cosine(query, &rows.vectors[*i]))
             .fold(f64::NEG_INFINITY, f64::max);
         // An answer as similar as the exact search's best is a correct answer (ties happen).
         let answered = answer
             .as_deref()
             .and_then(|id| index_of.get(id))
-            .map(|j| vector::cosine(query, &vectors[*j]));
+            .map(|j| vector::cosine(query, &rows.vectors[*j]));
         if answered.is_some_and(|s| s >= best - 1e-9) {
             found += 1;
         }
@@ -213,6 +217,11 @@ pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Resul
         None
     } else {
         Some(found as f64 / options.recall_queries.min(answers.len()) as f64)
+    };
+
+    let server = match postgres_url {
+        Some(url) => Some(postgres_facts(url, &ours.id, &queries[0], &options.search).await?),
+        None => None,
     };
 
     if !options.keep {
@@ -224,34 +233,244 @@ pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Resul
         ms(latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1])
     };
     let mean = latencies.iter().sum::<Duration>() / latencies.len() as u32;
+    let sqlite = store.backend() == "sqlite";
     Ok(json!({
         "scenario": "cache",
         "backend": store.backend(),
         "entries": options.entries,
         "workspace_entries": our_rows.len(),
         "dimensions": options.dimensions,
-        "insert": {
-            "seconds": (insert_seconds * 1000.0).round() / 1000.0,
-            "per_second": (options.entries as f64 / insert_seconds).round(),
-            "concurrency": concurrency,
-        },
+        "insert": insert,
         "lookup": {
             "queries": options.queries,
+            "first_ms": ms(first_lookup),
             "p50_ms": percentile(0.50),
             "p99_ms": percentile(0.99),
+            "max_ms": percentile(1.0),
             "mean_ms": ms(mean),
             "throughput_per_second": throughput.round(),
-            "throughput_concurrency": concurrency,
+            "throughput_concurrency": options.concurrency,
         },
         "recall_at_1": recall,
         "recall_queries": options.recall_queries,
         "search": {
+            "method": match (sqlite, options.sqlite_index_max_bytes) {
+                (true, 0) => "exact scan of SQLite's rows",
+                (true, _) => "exact scan of the in-memory index",
+                (false, _) => "HNSW",
+            },
+            "exact": sqlite,
+            "sqlite_index_max_bytes": sqlite.then_some(options.sqlite_index_max_bytes),
             "ef_search": options.search.ef_search,
             "iterative_scan": options.search.iterative_scan.as_str(),
             "max_scan_tuples": options.search.max_scan_tuples,
-            "exact": store.backend() == "sqlite",
         },
+        "postgres": server,
     }))
+}
+
+/// The generated entries: ids, vectors, and which ones go to the other workspace.
+struct Rows {
+    ids: Vec<String>,
+    vectors: Vec<Vec<f32>>,
+    foreign: Vec<bool>,
+    ours: String,
+    theirs: String,
+}
+
+impl Rows {
+    fn workspace(&self, i: usize) -> &str {
+        if self.foreign[i] {
+            &self.theirs
+        } else {
+            &self.ours
+        }
+    }
+}
+
+/// Through `CacheStore::insert_semantic`, the server's own insert path, by `concurrency`
+/// writers over interleaved slices.
+async fn insert_one_by_one(
+    store: &Arc<dyn Store>,
+    rows: &Arc<Rows>,
+    concurrency: usize,
+) -> anyhow::Result<Value> {
+    let started = Instant::now();
+    let mut writers = Vec::new();
+    for w in 0..concurrency {
+        let (store, rows) = (Arc::clone(store), Arc::clone(rows));
+        writers.push(tokio::spawn(async move {
+            let now = clock::now_ms();
+            for i in (w..rows.ids.len()).step_by(concurrency) {
+                let entry = NewSemanticEntry {
+                    id: rows.ids[i].clone(),
+                    workspace_id: rows.workspace(i).to_string(),
+                    node_type: NODE_TYPE.into(),
+                    required_role: Role::Read,
+                    prompt: format!("bench prompt {i}"),
+                    prompt_hash: format!("{i:064x}"),
+                    result: format!("{{\"answer\":{i}}}"),
+                    embedding: rows.vectors[i].clone(),
+                    execution_ms: Some(1000),
+                    created_at_ms: now,
+                    expires_at_ms: now + TTL_MS,
+                };
+                store.cache().insert_semantic(&entry, u64::MAX).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "method": "insert_semantic, one entry per transaction",
+        "seconds": round3(seconds),
+        "per_second": (rows.ids.len() as f64 / seconds).round(),
+        "concurrency": concurrency,
+    }))
+}
+
+/// PostgreSQL: drops the HNSW index, COPYs the rows in (with the usage counts the insert path
+/// keeps), then builds the index once, as one would load a large cache. Use a scratch
+/// database: the index is dropped and rebuilt for the whole table.
+async fn bulk_load(url: &str, rows: &Rows, maintenance_work_mem: &str) -> anyhow::Result<Value> {
+    use sqlx::Connection as _;
+    anyhow::ensure!(
+        !maintenance_work_mem.is_empty()
+            && maintenance_work_mem
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric()),
+        "--maintenance-work-mem {maintenance_work_mem:?}: a size such as 4GB"
+    );
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::query("DROP INDEX IF EXISTS semantic_cache_embedding")
+        .execute(&mut conn)
+        .await?;
+    let started = Instant::now();
+    let now = clock::now_ms();
+    let mut copy = conn
+        .copy_in_raw(
+            "COPY semantic_cache (id, workspace_id, node_type, required_role, prompt, prompt_hash, result, \
+             execution_ms, created_at, expires_at, last_used_at, embedding) FROM STDIN",
+        )
+        .await?;
+    let mut buffer = String::with_capacity(8 << 20);
+    let mut per_workspace: HashMap<&str, i64> = HashMap::new();
+    for i in 0..rows.ids.len() {
+        let workspace = rows.workspace(i);
+        *per_workspace.entry(workspace).or_default() += 1;
+        // COPY's text format: tab-separated, no value here needs escaping.
+        let _ = writeln!(
+            buffer,
+            "{}\t{workspace}\t{NODE_TYPE}\t0\tbench prompt {i}\t{i:064x}\t{{\"answer\":{i}}}\t1000\t{now}\t{}\t{now}\t{}",
+            rows.ids[i],
+            now + TTL_MS,
+            vector::to_pgvector_text(&rows.vectors[i]),
+        );
+        if buffer.len() >= 4 << 20 {
+            copy.send(std::mem::take(&mut buffer).into_bytes()).await?;
+        }
+    }
+    copy.send(buffer.into_bytes()).await?;
+    copy.finish().await?;
+    for (workspace, n) in per_workspace {
+        sqlx::query(
+            "INSERT INTO cache_usage (workspace_id, cache, entries) VALUES ($1, 'semantic', $2) \
+             ON CONFLICT (workspace_id, cache) DO UPDATE SET entries = cache_usage.entries + excluded.entries",
+        )
+        .bind(workspace)
+        .bind(n)
+        .execute(&mut conn)
+        .await?;
+    }
+    let copy_seconds = started.elapsed().as_secs_f64();
+    eprintln!("patchbay: copied in {copy_seconds:.1} s; building the HNSW index ...");
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+    sqlx::Executor::execute(
+        &mut conn,
+        format!(
+            "SET maintenance_work_mem = '{maintenance_work_mem}'; SET max_parallel_maintenance_workers = {workers}"
+        )
+        .as_str(),
+    )
+    .await?;
+    let t = Instant::now();
+    sqlx::query(postgres::HNSW_INDEX_DDL)
+        .execute(&mut conn)
+        .await?;
+    let index_seconds = t.elapsed().as_secs_f64();
+    sqlx::query("ANALYZE semantic_cache")
+        .execute(&mut conn)
+        .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "method": "COPY, then CREATE INDEX (HNSW)",
+        "seconds": round3(seconds),
+        "per_second": (rows.ids.len() as f64 / seconds).round(),
+        "copy_seconds": round3(copy_seconds),
+        "index_seconds": round3(index_seconds),
+        "maintenance_work_mem": maintenance_work_mem,
+        "parallel_maintenance_workers": workers,
+    }))
+}
+
+/// The server's version and memory settings, and the plan of one lookup as the store runs it
+/// (same settings, same statement), with buffer counts.
+async fn postgres_facts(
+    url: &str,
+    workspace_id: &str,
+    query: &[f32],
+    search: &SemanticSearch,
+) -> anyhow::Result<Value> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let (version, pgvector, shared_buffers, work_mem): (String, Option<String>, String, String) =
+        sqlx::query_as(
+            "SELECT current_setting('server_version'), \
+             (SELECT extversion FROM pg_extension WHERE extname = 'vector'), \
+             current_setting('shared_buffers'), current_setting('work_mem')",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+    let mut tx = conn.begin().await?;
+    sqlx::Executor::execute(
+        &mut *tx,
+        format!(
+            "SET LOCAL hnsw.ef_search = {}; SET LOCAL hnsw.iterative_scan = {}; SET LOCAL hnsw.max_scan_tuples = {}",
+            search.ef_search.clamp(1, 1000),
+            search.iterative_scan.as_str(),
+            search.max_scan_tuples.max(1),
+        )
+        .as_str(),
+    )
+    .await?;
+    let statement = match search.iterative_scan {
+        IterativeScan::RelaxedOrder => postgres::NEAREST_RELAXED,
+        IterativeScan::StrictOrder | IterativeScan::Off => postgres::NEAREST_STRICT,
+    };
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {statement}"))
+        .bind(vector::to_pgvector_text(query))
+        .bind(workspace_id)
+        .bind(NODE_TYPE)
+        .bind(Role::Read.level())
+        .bind(clock::now_ms())
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(json!({
+        "server_version": version,
+        "pgvector": pgvector,
+        "shared_buffers": shared_buffers,
+        "work_mem": work_mem,
+        "plan_uses_hnsw_index": plan.iter().any(|l| l.contains("semantic_cache_embedding")),
+        "plan": plan,
+    }))
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// `n` unit vectors around `n / 100` random centres.

@@ -148,14 +148,17 @@ const SEMANTIC_DDL_LOCK: i64 = 0x7061_7463_6862_6179; // "patchbay"
 /// The nearest servable entry. With relaxed ordering an iterative scan may return rows slightly
 /// out of order, so the nearest few are fetched and ordered exactly before the best is taken.
 /// The limits are literals: a parameter would leave generic plans guessing at the row count.
-pub(super) const NEAREST_RELAXED: &str = "WITH nearest AS MATERIALIZED (\
+pub const NEAREST_RELAXED: &str = "WITH nearest AS MATERIALIZED (\
        SELECT id, result, execution_ms, created_at, required_role, embedding <=> $1::vector AS distance \
        FROM semantic_cache WHERE workspace_id = $2 AND node_type = $3 AND required_role <= $4 \
        AND rejected_at IS NULL AND expires_at > $5 ORDER BY embedding <=> $1::vector LIMIT 10) \
      SELECT id, result, execution_ms, created_at, distance FROM nearest ORDER BY distance, required_role DESC LIMIT 1";
-pub(super) const NEAREST_STRICT: &str = "SELECT id, result, execution_ms, created_at, embedding <=> $1::vector AS distance \
+pub const NEAREST_STRICT: &str = "SELECT id, result, execution_ms, created_at, embedding <=> $1::vector AS distance \
      FROM semantic_cache WHERE workspace_id = $2 AND node_type = $3 AND required_role <= $4 \
      AND rejected_at IS NULL AND expires_at > $5 ORDER BY embedding <=> $1::vector LIMIT 1";
+
+/// The HNSW cosine index over the embeddings (pgvector's defaults: m 16, ef_construction 64).
+pub const HNSW_INDEX_DDL: &str = "CREATE INDEX IF NOT EXISTS semantic_cache_embedding ON semantic_cache USING hnsw (embedding vector_cosine_ops)";
 
 /// The semantic table for `dimensions`, with its HNSW cosine index. `dimensions` is a number
 /// checked by the configuration, never text from a request.
@@ -178,7 +181,7 @@ fn semantic_ddl(dimensions: u32) -> String {
             rejected_at BIGINT,
             embedding vector({dimensions}) NOT NULL
         );
-        CREATE INDEX IF NOT EXISTS semantic_cache_embedding ON semantic_cache USING hnsw (embedding vector_cosine_ops);
+        {HNSW_INDEX_DDL};
         CREATE INDEX IF NOT EXISTS semantic_cache_prompt ON semantic_cache (workspace_id, node_type, prompt_hash);
         CREATE INDEX IF NOT EXISTS semantic_cache_lru ON semantic_cache (workspace_id, last_used_at, id);
         CREATE INDEX IF NOT EXISTS semantic_cache_expiry ON semantic_cache (expires_at);"

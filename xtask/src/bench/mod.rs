@@ -4,9 +4,11 @@
 //! `bench/README.md`. Shared parts: `server` (start the release binary and wait for its
 //! `listening on` line), `wrk` (run wrk and read its figures), `report` (machine, date, README
 //! sections), `load` (a closed-loop load generator that counts responses by status). Future
-//! scenarios (`materializer`, `cache`) slot in the same way.
+//! scenarios (`materializer`) slot in the same way.
 
+mod cache;
 mod http;
+mod json;
 mod load;
 mod plugins;
 mod report;
@@ -18,6 +20,11 @@ use std::str::FromStr;
 use anyhow::{Context, Result, bail};
 
 const SCENARIOS: &[(&str, &str)] = &[
+    (
+        "cache",
+        "semantic cache lookups (p50/p99, throughput), insert rate and recall@1 on SQLite and \
+         PostgreSQL + pgvector at 10k to 1M entries",
+    ),
     ("http", "GET /health with metrics on vs off (wrk)"),
     (
         "plugins",
@@ -35,6 +42,7 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     let flags = Flags::parse(rest)?;
     match scenario.as_str() {
+        "cache" => cache::run(&flags),
         "http" => http::run(&flags),
         "plugins" => plugins::run(&flags),
         other => bail!("unknown bench scenario `{other}`\n{}", scenarios()),
