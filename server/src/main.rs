@@ -253,6 +253,7 @@ fn main() -> ExitCode {
                 ef_search: ef_search.unwrap_or(config.cache.semantic.ef_search),
                 iterative_scan: config.cache.semantic.iterative_scan,
                 max_scan_tuples: config.cache.semantic.max_scan_tuples,
+                exact_max_entries: config.cache.semantic.exact_search_max_entries,
             };
             let options = patchbay::cache::bench::BenchOptions {
                 entries,

@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use crate::clock;
-use crate::store::cache::{IterativeScan, NewSemanticEntry, SemanticScope, SemanticSearch};
+use crate::store::cache::{NewSemanticEntry, SemanticScope, SemanticSearch};
 use crate::store::{Role, Store, postgres, vector};
 
 #[derive(Debug, Clone)]
@@ -264,6 +264,7 @@ pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Resul
             "ef_search": options.search.ef_search,
             "iterative_scan": options.search.iterative_scan.as_str(),
             "max_scan_tuples": options.search.max_scan_tuples,
+            "exact_max_entries": (!sqlite).then_some(options.search.exact_max_entries),
         },
         "postgres": server,
     }))
@@ -435,21 +436,11 @@ async fn postgres_facts(
         .fetch_one(&mut conn)
         .await?;
     let mut tx = conn.begin().await?;
-    sqlx::Executor::execute(
-        &mut *tx,
-        format!(
-            "SET LOCAL hnsw.ef_search = {}; SET LOCAL hnsw.iterative_scan = {}; SET LOCAL hnsw.max_scan_tuples = {}",
-            search.ef_search.clamp(1, 1000),
-            search.iterative_scan.as_str(),
-            search.max_scan_tuples.max(1),
-        )
-        .as_str(),
-    )
-    .await?;
-    let statement = match search.iterative_scan {
-        IterativeScan::RelaxedOrder => postgres::NEAREST_RELAXED,
-        IterativeScan::StrictOrder | IterativeScan::Off => postgres::NEAREST_STRICT,
-    };
+    let entries = postgres::scope_entries(&mut *tx, search, workspace_id, NODE_TYPE).await?;
+    let statement = postgres::nearest_statement(search, entries);
+    if statement != postgres::NEAREST_EXACT {
+        sqlx::Executor::execute(&mut *tx, postgres::hnsw_settings(search).as_str()).await?;
+    }
     let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {statement}"))
         .bind(vector::to_pgvector_text(query))
         .bind(workspace_id)
