@@ -96,9 +96,13 @@ enum CacheCommand {
         /// Defaults to a temporary SQLite database; postgres://... for PostgreSQL.
         #[arg(long)]
         database_url: Option<String>,
-        /// PostgreSQL: hnsw.ef_search (default: cache.semantic.ef_search).
-        #[arg(long)]
-        ef_search: Option<u32>,
+        /// PostgreSQL: hnsw.ef_search (default: cache.semantic.ef_search); several, comma
+        /// separated, are measured in turn on the same data.
+        #[arg(long, value_delimiter = ',')]
+        ef_search: Vec<u32>,
+        /// Untimed lookups before each setting's timed ones.
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
         /// Keep the benchmark's workspaces and entries.
         #[arg(long)]
         keep: bool,
@@ -244,13 +248,17 @@ fn main() -> ExitCode {
                     seed,
                     database_url,
                     ef_search,
+                    warmup,
                     keep,
                     bulk_load,
                     maintenance_work_mem,
                 },
         } => {
             let search = patchbay::store::cache::SemanticSearch {
-                ef_search: ef_search.unwrap_or(config.cache.semantic.ef_search),
+                ef_search: ef_search
+                    .first()
+                    .copied()
+                    .unwrap_or(config.cache.semantic.ef_search),
                 iterative_scan: config.cache.semantic.iterative_scan,
                 max_scan_tuples: config.cache.semantic.max_scan_tuples,
                 exact_max_entries: config.cache.semantic.exact_search_max_entries,
@@ -269,6 +277,8 @@ fn main() -> ExitCode {
                 bulk_load,
                 maintenance_work_mem,
                 sqlite_index_max_bytes: config.cache.semantic.sqlite_index_max_bytes,
+                ef_searches: ef_search,
+                warmup,
             };
             multi_thread_runtime().and_then(|rt| rt.block_on(bench(config, database_url, options)))
         }

@@ -45,6 +45,10 @@ pub struct BenchOptions {
     pub maintenance_work_mem: String,
     /// SQLite: `cache.semantic.sqlite_index_max_bytes`, reported.
     pub sqlite_index_max_bytes: u64,
+    /// PostgreSQL: `ef_search` values to measure in turn on the same data (empty: `search`'s).
+    pub ef_searches: Vec<u32>,
+    /// Untimed lookups before each setting's timed ones.
+    pub warmup: usize,
 }
 
 const NODE_TYPE: &str = "agent";
@@ -127,43 +131,180 @@ pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Resul
         max_role: Role::Read,
         now_ms,
     };
+    let sweep: Vec<SemanticSearch> = if options.ef_searches.is_empty() {
+        vec![options.search]
+    } else {
+        options
+            .ef_searches
+            .iter()
+            .map(|ef| SemanticSearch {
+                ef_search: *ef,
+                ..options.search
+            })
+            .collect()
+    };
 
-    // The first lookup on its own: on SQLite it loads the workspace's in-memory index. It is
-    // not among the timed ones.
+    // The first lookup on its own: on SQLite it loads the workspace's in-memory index.
     let t = Instant::now();
     store
         .cache()
-        .semantic_nearest(&scope(clock::now_ms()), &queries[0], &options.search)
+        .semantic_nearest(&scope(clock::now_ms()), &queries[0], &sweep[0])
         .await?;
     let first_lookup = t.elapsed();
+    // A server that has run a while has its index in memory; a bulk load leaves it on disk.
+    let prewarmed = match postgres_url {
+        Some(url) => Some(prewarm(url).await),
+        None => None,
+    };
 
-    // Latency, one lookup at a time.
-    eprintln!("patchbay: timing {} lookups ...", options.queries);
-    let mut latencies = Vec::with_capacity(options.queries);
-    let mut answers = Vec::with_capacity(options.queries.max(options.recall_queries));
-    for query in queries.iter() {
-        let t = Instant::now();
-        let hit = store
-            .cache()
-            .semantic_nearest(&scope(clock::now_ms()), query, &options.search)
-            .await?;
-        if latencies.len() < options.queries {
-            latencies.push(t.elapsed());
+    // The exact answers, once for every setting.
+    eprintln!(
+        "patchbay: exact search for {} recall queries ...",
+        options.recall_queries
+    );
+    let recall_queries = options.recall_queries.min(queries.len());
+    let exact_best: Vec<f64> = queries[..recall_queries]
+        .iter()
+        .map(|query| {
+            our_rows
+                .iter()
+                .map(|i| vector::cosine(query, &rows.vectors[*i]))
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
+        .collect();
+    let index_of: HashMap<&str, usize> = rows
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+
+    let mut results = Vec::new();
+    for search in &sweep {
+        eprintln!(
+            "patchbay: {} warm-up lookups, then timing {} (ef_search {}) ...",
+            options.warmup, options.queries, search.ef_search
+        );
+        for query in queries.iter().cycle().take(options.warmup) {
+            store
+                .cache()
+                .semantic_nearest(&scope(clock::now_ms()), query, search)
+                .await?;
         }
-        answers.push(hit.map(|h| h.id));
+        // Latency, one lookup at a time.
+        let mut latencies = Vec::with_capacity(options.queries);
+        let mut answers = Vec::with_capacity(queries.len());
+        for query in queries.iter() {
+            let t = Instant::now();
+            let hit = store
+                .cache()
+                .semantic_nearest(&scope(clock::now_ms()), query, search)
+                .await?;
+            if latencies.len() < options.queries {
+                latencies.push(t.elapsed());
+            }
+            answers.push(hit.map(|h| h.id));
+        }
+        latencies.sort();
+        let throughput = throughput(&store, &queries, &ours.id, search, options).await?;
+        // Recall@1: an answer as similar as the exact search's best is a correct answer (ties
+        // happen).
+        let found = queries[..recall_queries]
+            .iter()
+            .zip(&answers)
+            .zip(&exact_best)
+            .filter(|((query, answer), best)| {
+                answer
+                    .as_deref()
+                    .and_then(|id| index_of.get(id))
+                    .map(|j| vector::cosine(query, &rows.vectors[*j]))
+                    .is_some_and(|s| s >= **best - 1e-9)
+            })
+            .count();
+        let recall = (recall_queries > 0).then(|| found as f64 / recall_queries as f64);
+        let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        let percentile = |p: f64| {
+            ms(latencies
+                [((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1])
+        };
+        let mean = latencies.iter().sum::<Duration>() / latencies.len() as u32;
+        results.push(json!({
+            "ef_search": search.ef_search,
+            "lookup": {
+                "queries": options.queries,
+                "first_ms": ms(first_lookup),
+                "p50_ms": percentile(0.50),
+                "p99_ms": percentile(0.99),
+                "max_ms": percentile(1.0),
+                "mean_ms": ms(mean),
+                "throughput_per_second": throughput.round(),
+                "throughput_concurrency": options.concurrency,
+            },
+            "recall_at_1": recall,
+        }));
     }
-    latencies.sort();
 
-    // Throughput, `concurrency` lookups at a time.
+    let server = match postgres_url {
+        Some(url) => {
+            let mut facts = postgres_facts(url, &ours.id, &queries[0], &sweep[0]).await?;
+            facts["prewarm"] = json!(prewarmed);
+            Some(facts)
+        }
+        None => None,
+    };
+
+    if !options.keep {
+        store.delete_workspace(&ours.name).await?;
+        store.delete_workspace(&theirs.name).await?;
+    }
+    let sqlite = store.backend() == "sqlite";
+    Ok(json!({
+        "scenario": "cache",
+        "backend": store.backend(),
+        "entries": options.entries,
+        "workspace_entries": our_rows.len(),
+        "dimensions": options.dimensions,
+        "insert": insert,
+        // The first setting's figures; `sweep` has every setting's.
+        "lookup": results[0]["lookup"],
+        "recall_at_1": results[0]["recall_at_1"],
+        "recall_queries": recall_queries,
+        "warmup_lookups": options.warmup,
+        "sweep": results,
+        "search": {
+            "method": match (sqlite, options.sqlite_index_max_bytes) {
+                (true, 0) => "exact scan of SQLite's rows",
+                (true, _) => "exact scan of the in-memory index",
+                (false, _) => "HNSW",
+            },
+            "exact": sqlite,
+            "sqlite_index_max_bytes": sqlite.then_some(options.sqlite_index_max_bytes),
+            "ef_search": sweep[0].ef_search,
+            "iterative_scan": options.search.iterative_scan.as_str(),
+            "max_scan_tuples": options.search.max_scan_tuples,
+            "exact_max_entries": (!sqlite).then_some(options.search.exact_max_entries),
+        },
+        "postgres": server,
+    }))
+}
+
+/// Lookups per second with `concurrency` readers over the same queries.
+async fn throughput(
+    store: &Arc<dyn Store>,
+    queries: &Arc<Vec<Vec<f32>>>,
+    workspace_id: &str,
+    search: &SemanticSearch,
+    options: &BenchOptions,
+) -> anyhow::Result<f64> {
     let step = options.concurrency;
     let started = Instant::now();
     let mut readers = Vec::new();
     for r in 0..step {
         let (store, queries, workspace, search) = (
-            Arc::clone(&store),
-            Arc::clone(&queries),
-            ours.id.clone(),
-            options.search,
+            Arc::clone(store),
+            Arc::clone(queries),
+            workspace_id.to_string(),
+            *search,
         );
         let count = options.queries;
         readers.push(tokio::spawn(async move {
@@ -176,7 +317,7 @@ pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Resul
                 };
                 store
                     .cache()
-                    .semantic_nearest(&scope, &queries[q], &search)
+                    .semantic_nearest(&scope, &queries[q % queries.len()], &search)
                     .await?;
             }
             anyhow::Ok(())
@@ -185,89 +326,27 @@ pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Resul
     for reader in readers {
         reader.await??;
     }
-    let throughput = options.queries as f64 / started.elapsed().as_secs_f64();
+    Ok(options.queries as f64 / started.elapsed().as_secs_f64())
+}
 
-    // Recall@1 against an exact search over our workspace's vectors.
-    eprintln!(
-        "patchbay: checking recall on {} queries ...",
-        options.recall_queries
-    );
-    let index_of: HashMap<&str, usize> = rows
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
-    let mut found = 0usize;
-    for (query, answer) in queries.iter().zip(&answers).take(options.recall_queries) {
-        let best = our_rows
-            .iter()
-            .map(|i| vector::cosine(query, &rows.vectors[*i]))
-            .fold(f64::NEG_INFINITY, f64::max);
-        // An answer as similar as the exact search's best is a correct answer (ties happen).
-        let answered = answer
-            .as_deref()
-            .and_then(|id| index_of.get(id))
-            .map(|j| vector::cosine(query, &rows.vectors[*j]));
-        if answered.is_some_and(|s| s >= best - 1e-9) {
-            found += 1;
-        }
+/// Loads the HNSW index into shared buffers with `pg_prewarm` when the server has it; says
+/// what happened.
+async fn prewarm(url: &str) -> String {
+    use sqlx::Connection as _;
+    let result: Result<i64, sqlx::Error> = async {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query_scalar("SELECT pg_prewarm('semantic_cache_embedding')")
+            .fetch_one(&mut conn)
+            .await
     }
-    let recall = if options.recall_queries == 0 {
-        None
-    } else {
-        Some(found as f64 / options.recall_queries.min(answers.len()) as f64)
-    };
-
-    let server = match postgres_url {
-        Some(url) => Some(postgres_facts(url, &ours.id, &queries[0], &options.search).await?),
-        None => None,
-    };
-
-    if !options.keep {
-        store.delete_workspace(&ours.name).await?;
-        store.delete_workspace(&theirs.name).await?;
+    .await;
+    match result {
+        Ok(blocks) => format!("pg_prewarm: {blocks} blocks of the HNSW index"),
+        Err(e) => format!("no pg_prewarm ({e}); warm-up lookups only"),
     }
-    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
-    let percentile = |p: f64| {
-        ms(latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1])
-    };
-    let mean = latencies.iter().sum::<Duration>() / latencies.len() as u32;
-    let sqlite = store.backend() == "sqlite";
-    Ok(json!({
-        "scenario": "cache",
-        "backend": store.backend(),
-        "entries": options.entries,
-        "workspace_entries": our_rows.len(),
-        "dimensions": options.dimensions,
-        "insert": insert,
-        "lookup": {
-            "queries": options.queries,
-            "first_ms": ms(first_lookup),
-            "p50_ms": percentile(0.50),
-            "p99_ms": percentile(0.99),
-            "max_ms": percentile(1.0),
-            "mean_ms": ms(mean),
-            "throughput_per_second": throughput.round(),
-            "throughput_concurrency": options.concurrency,
-        },
-        "recall_at_1": recall,
-        "recall_queries": options.recall_queries,
-        "search": {
-            "method": match (sqlite, options.sqlite_index_max_bytes) {
-                (true, 0) => "exact scan of SQLite's rows",
-                (true, _) => "exact scan of the in-memory index",
-                (false, _) => "HNSW",
-            },
-            "exact": sqlite,
-            "sqlite_index_max_bytes": sqlite.then_some(options.sqlite_index_max_bytes),
-            "ef_search": options.search.ef_search,
-            "iterative_scan": options.search.iterative_scan.as_str(),
-            "max_scan_tuples": options.search.max_scan_tuples,
-            "exact_max_entries": (!sqlite).then_some(options.search.exact_max_entries),
-        },
-        "postgres": server,
-    }))
 }
 
 /// The generated entries: ids, vectors, and which ones go to the other workspace.
@@ -435,12 +514,14 @@ async fn postgres_facts(
         )
         .fetch_one(&mut conn)
         .await?;
+    let sizes: (i64, i64, i64) = sqlx::query_as(
+        "SELECT pg_table_size('semantic_cache'), pg_relation_size('semantic_cache_embedding'), \
+         pg_indexes_size('semantic_cache')",
+    )
+    .fetch_one(&mut conn)
+    .await?;
     let mut tx = conn.begin().await?;
-    let entries = postgres::scope_entries(&mut *tx, search, workspace_id, NODE_TYPE).await?;
-    let statement = postgres::nearest_statement(search, entries);
-    if statement != postgres::NEAREST_EXACT {
-        sqlx::Executor::execute(&mut *tx, postgres::hnsw_settings(search).as_str()).await?;
-    }
+    let (statement, _) = postgres::prepare_lookup(&mut tx, search, workspace_id, NODE_TYPE).await?;
     let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {statement}"))
         .bind(vector::to_pgvector_text(query))
         .bind(workspace_id)
@@ -455,6 +536,9 @@ async fn postgres_facts(
         "pgvector": pgvector,
         "shared_buffers": shared_buffers,
         "work_mem": work_mem,
+        "table_bytes": sizes.0,
+        "hnsw_index_bytes": sizes.1,
+        "all_indexes_bytes": sizes.2,
         "plan_uses_hnsw_index": plan.iter().any(|l| l.contains("semantic_cache_embedding")),
         "plan": plan,
     }))

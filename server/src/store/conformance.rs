@@ -1144,16 +1144,20 @@ async fn postgres_large_scopes_use_the_hnsw_index_despite_stale_statistics() {
         ..SemanticSearch::default()
     };
     let query = crate::store::vector::to_pgvector_text(&axis(0, dims));
-    let explain = |settings: Option<String>, statement: &'static str| {
+    // EXPLAIN of the statement a lookup would run, after `prepare_lookup` when `prepared`.
+    let explain = |prepared: bool, search: SemanticSearch| {
         let (url, ours, query) = (url.clone(), ours.clone(), query.clone());
         async move {
             let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
             let mut tx = conn.begin().await.unwrap();
-            if let Some(settings) = settings {
-                sqlx::Executor::execute(&mut *tx, settings.as_str())
+            let statement = if prepared {
+                crate::store::postgres::prepare_lookup(&mut tx, &search, &ours, "agent")
                     .await
-                    .unwrap();
-            }
+                    .unwrap()
+                    .0
+            } else {
+                crate::store::postgres::nearest_statement(&search, None)
+            };
             let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {statement}"))
                 .bind(query)
                 .bind(ours)
@@ -1163,25 +1167,20 @@ async fn postgres_large_scopes_use_the_hnsw_index_despite_stale_statistics() {
                 .fetch_all(&mut *tx)
                 .await
                 .unwrap();
-            plan.join("\n")
+            (statement, plan.join("\n"))
         }
     };
-    let mut conn = store.pool.acquire().await.unwrap();
-    let entries = crate::store::postgres::scope_entries(&mut conn, &search, &ours, "agent")
-        .await
-        .unwrap();
-    assert_eq!(entries, None, "above exact_max_entries");
-    let statement = crate::store::postgres::nearest_statement(&search, entries);
-    let unguided = explain(None, statement).await;
+    let (_, unguided) = explain(false, search).await;
     assert!(
         !unguided.contains("semantic_cache_embedding"),
         "the planner alone sorts the workspace's rows: {unguided}"
     );
-    let guided = explain(
-        Some(crate::store::postgres::hnsw_settings(&search)),
+    let (statement, guided) = explain(true, search).await;
+    assert_ne!(
         statement,
-    )
-    .await;
+        crate::store::postgres::NEAREST_EXACT,
+        "above exact_max_entries"
+    );
     assert!(
         guided.contains("semantic_cache_embedding"),
         "the lookup's settings make it use the index: {guided}"
@@ -1191,14 +1190,17 @@ async fn postgres_large_scopes_use_the_hnsw_index_despite_stale_statistics() {
         exact_max_entries: 1_000,
         ..search
     };
-    let entries = crate::store::postgres::scope_entries(&mut conn, &small, &ours, "agent")
-        .await
-        .unwrap();
-    assert_eq!(entries, Some(300));
+    let mut conn = store.pool.acquire().await.unwrap();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let (statement, entries) =
+        crate::store::postgres::prepare_lookup(&mut tx, &small, &ours, "agent")
+            .await
+            .unwrap();
     assert_eq!(
-        crate::store::postgres::nearest_statement(&small, entries),
-        crate::store::postgres::NEAREST_EXACT
+        (statement, entries),
+        (crate::store::postgres::NEAREST_EXACT, Some(300))
     );
+    tx.commit().await.unwrap();
     drop(conn);
     let hit = cache
         .semantic_nearest(

@@ -164,31 +164,45 @@ pub const NEAREST_EXACT: &str = "WITH scope AS MATERIALIZED (\
        AND rejected_at IS NULL AND expires_at > $5) \
      SELECT id, result, execution_ms, created_at, distance FROM scope ORDER BY distance, required_role DESC LIMIT 1";
 
-/// How many entries of a workspace and node type there are, counting no further than
-/// `limit`: an index-only walk of at most `limit` btree entries, whatever the statistics say.
-fn scope_size_sql(limit: u64) -> String {
-    format!(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM semantic_cache WHERE workspace_id = $1 AND node_type = $2 LIMIT {limit}) AS scope"
-    )
-}
-
-/// The settings an HNSW lookup runs with. `enable_sort = off` makes the planner take the
-/// index's order rather than sort a btree range: with statistics that predate a workspace's
-/// growth it would otherwise estimate a handful of rows and compare every one of them (31 ms
-/// at 10,000 entries, seconds at 1,000,000), switching plans whenever autovacuum analyzes.
-/// Numbers and a fixed enum, never request text: safe to format into SET.
-pub fn hnsw_settings(search: &SemanticSearch) -> String {
-    format!(
-        "SET LOCAL hnsw.ef_search = {}; SET LOCAL hnsw.iterative_scan = {}; SET LOCAL hnsw.max_scan_tuples = {}; \
-         SET LOCAL enable_sort = off",
-        search.ef_search.clamp(1, 1000),
-        search.iterative_scan.as_str(),
-        search.max_scan_tuples.max(1),
-    )
+/// Prepares a lookup in the current transaction, in one round trip: sets the HNSW search
+/// settings for the transaction (`set_config(..., true)` is `SET LOCAL`) and counts the
+/// scope's entries, no further than `exact_max_entries + 1` (an index-only walk of the
+/// (workspace_id, node_type, ...) btree, whatever the statistics say). Returns the statement
+/// to run ([`nearest_statement`]) and the count when it is within the bound.
+///
+/// `enable_sort = off` makes the planner take the HNSW index's order rather than sort a btree
+/// range: with statistics that predate a workspace's growth it would otherwise estimate a
+/// handful of rows and compare every one of them (31 ms at 10,000 entries, seconds at
+/// 1,000,000), switching plans whenever autovacuum analyzes. The exact statement sorts a small
+/// scope either way (no plan avoids that sort).
+pub async fn prepare_lookup(
+    conn: &mut PgConnection,
+    search: &SemanticSearch,
+    workspace_id: &str,
+    node_type: &str,
+) -> Result<(&'static str, Option<u64>), sqlx::Error> {
+    let limit = u64::from(search.exact_max_entries) + 1;
+    // `limit` is a number from the configuration, never request text.
+    let sql = format!(
+        "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM semantic_cache WHERE workspace_id = $1 AND node_type = $2 \
+         LIMIT {limit}) AS scope), set_config('hnsw.ef_search', $3, true), set_config('hnsw.iterative_scan', $4, true), \
+         set_config('hnsw.max_scan_tuples', $5, true), set_config('enable_sort', 'off', true)"
+    );
+    let (count, ..): (i64, String, String, String, String) = sqlx::query_as(&sql)
+        .bind(workspace_id)
+        .bind(node_type)
+        .bind(search.ef_search.clamp(1, 1000).to_string())
+        .bind(search.iterative_scan.as_str())
+        .bind(search.max_scan_tuples.max(1).to_string())
+        .fetch_one(conn)
+        .await?;
+    let count = count.max(0) as u64;
+    let entries = (search.exact_max_entries > 0 && count < limit).then_some(count);
+    Ok((nearest_statement(search, entries), entries))
 }
 
 /// The statement a lookup runs: exact for a scope of at most `exact_max_entries` entries,
-/// otherwise the HNSW statement of the iterative scan mode (after [`hnsw_settings`]).
+/// otherwise the HNSW statement of the iterative scan mode.
 pub fn nearest_statement(search: &SemanticSearch, scope_entries: Option<u64>) -> &'static str {
     if scope_entries.is_some_and(|n| n <= u64::from(search.exact_max_entries)) {
         return NEAREST_EXACT;
@@ -197,27 +211,6 @@ pub fn nearest_statement(search: &SemanticSearch, scope_entries: Option<u64>) ->
         IterativeScan::RelaxedOrder => NEAREST_RELAXED,
         IterativeScan::StrictOrder | IterativeScan::Off => NEAREST_STRICT,
     }
-}
-
-/// The size of a scope as [`nearest_statement`] needs it: None when it is above
-/// `exact_max_entries` (or that is 0), without counting further.
-pub async fn scope_entries(
-    conn: &mut PgConnection,
-    search: &SemanticSearch,
-    workspace_id: &str,
-    node_type: &str,
-) -> Result<Option<u64>, sqlx::Error> {
-    if search.exact_max_entries == 0 {
-        return Ok(None);
-    }
-    let limit = u64::from(search.exact_max_entries) + 1;
-    let n: i64 = sqlx::query_scalar(&scope_size_sql(limit))
-        .bind(workspace_id)
-        .bind(node_type)
-        .fetch_one(conn)
-        .await?;
-    let n = n.max(0) as u64;
-    Ok((n < limit).then_some(n))
 }
 
 /// The HNSW cosine index over the embeddings (pgvector's defaults: m 16, ef_construction 64).
@@ -353,11 +346,7 @@ impl PostgresStore {
     ) -> StoreResult<Option<SemanticHit>> {
         let mut conn = self.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let entries = scope_entries(&mut *tx, search, scope.workspace_id, scope.node_type).await?;
-        let sql = nearest_statement(search, entries);
-        if sql != NEAREST_EXACT {
-            sqlx::Executor::execute(&mut *tx, hnsw_settings(search).as_str()).await?;
-        }
+        let (sql, _) = prepare_lookup(&mut tx, search, scope.workspace_id, scope.node_type).await?;
         let row: Option<(String, String, Option<i64>, i64, f64)> = sqlx::query_as(sql)
             .bind(vector::to_pgvector_text(query))
             .bind(scope.workspace_id)
