@@ -216,6 +216,15 @@ pub struct SemanticCacheConfig {
     pub iterative_scan: IterativeScan,
     /// PostgreSQL: most index tuples an iterative scan visits (`hnsw.max_scan_tuples`).
     pub max_scan_tuples: u32,
+    /// PostgreSQL: a workspace's node type with at most this many entries is searched
+    /// exactly (no HNSW index: a few ms, and no scan that gives up early); larger ones always
+    /// use the index, whatever the planner's statistics say. 0: always the index.
+    pub exact_search_max_entries: u32,
+    /// SQLite: memory the in-process vector index may hold (embeddings of the workspaces and
+    /// node types searched lately, loaded on first use, about 4 bytes per dimension per entry
+    /// plus ~150 bytes). A workspace's node type that does not fit is searched by scanning
+    /// SQLite instead, about 1.3 µs per entry. 0 turns the index off.
+    pub sqlite_index_max_bytes: u64,
 }
 
 /// An OpenAI-compatible embeddings endpoint (`POST {url}/v1/embeddings`): Ollama, TEI, vLLM,
@@ -288,6 +297,8 @@ impl Default for SemanticCacheConfig {
             ef_search: 100,
             iterative_scan: IterativeScan::RelaxedOrder,
             max_scan_tuples: 20_000,
+            exact_search_max_entries: 1_000,
+            sqlite_index_max_bytes: crate::store::vector_index::DEFAULT_MAX_BYTES,
         }
     }
 }

@@ -96,12 +96,23 @@ enum CacheCommand {
         /// Defaults to a temporary SQLite database; postgres://... for PostgreSQL.
         #[arg(long)]
         database_url: Option<String>,
-        /// PostgreSQL: hnsw.ef_search (default: cache.semantic.ef_search).
-        #[arg(long)]
-        ef_search: Option<u32>,
+        /// PostgreSQL: hnsw.ef_search (default: cache.semantic.ef_search); several, comma
+        /// separated, are measured in turn on the same data.
+        #[arg(long, value_delimiter = ',')]
+        ef_search: Vec<u32>,
+        /// Untimed lookups before each setting's timed ones.
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
         /// Keep the benchmark's workspaces and entries.
         #[arg(long)]
         keep: bool,
+        /// PostgreSQL: COPY the entries in, then build the HNSW index once (a scratch
+        /// database: the index is dropped and rebuilt), instead of inserting one by one.
+        #[arg(long)]
+        bulk_load: bool,
+        /// PostgreSQL bulk load: maintenance_work_mem for the index build.
+        #[arg(long, default_value = "4GB")]
+        maintenance_work_mem: String,
     },
 }
 
@@ -237,13 +248,20 @@ fn main() -> ExitCode {
                     seed,
                     database_url,
                     ef_search,
+                    warmup,
                     keep,
+                    bulk_load,
+                    maintenance_work_mem,
                 },
         } => {
             let search = patchbay::store::cache::SemanticSearch {
-                ef_search: ef_search.unwrap_or(config.cache.semantic.ef_search),
+                ef_search: ef_search
+                    .first()
+                    .copied()
+                    .unwrap_or(config.cache.semantic.ef_search),
                 iterative_scan: config.cache.semantic.iterative_scan,
                 max_scan_tuples: config.cache.semantic.max_scan_tuples,
+                exact_max_entries: config.cache.semantic.exact_search_max_entries,
             };
             let options = patchbay::cache::bench::BenchOptions {
                 entries,
@@ -255,6 +273,12 @@ fn main() -> ExitCode {
                 seed,
                 search,
                 keep,
+                database_url: database_url.clone(),
+                bulk_load,
+                maintenance_work_mem,
+                sqlite_index_max_bytes: config.cache.semantic.sqlite_index_max_bytes,
+                ef_searches: ef_search,
+                warmup,
             };
             multi_thread_runtime().and_then(|rt| rt.block_on(bench(config, database_url, options)))
         }

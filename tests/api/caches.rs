@@ -1529,3 +1529,79 @@ async fn cache_metrics_label_unconfigured_node_types_as_other() {
         "unconfigured node types are not labels"
     );
 }
+
+/// SQLite answers semantic lookups from its in-memory vector index, kept in step with stores
+/// and rejections; over `cache.semantic.sqlite_index_max_bytes` it scans the rows instead,
+/// with the same answers, and says so in the metrics.
+#[tokio::test]
+async fn sqlite_searches_its_in_memory_index_and_scans_over_the_budget() {
+    for (budget, outcome, fallback) in [
+        (None, "index", None),
+        (Some(1), "scan", Some("over_budget")),
+        (Some(0), "scan", Some("disabled")),
+    ] {
+        let mut builder = builder(Backend::Sqlite);
+        if let Some(bytes) = budget {
+            builder = builder.env("PATCHBAY_CACHE__SEMANTIC__SQLITE_INDEX_MAX_BYTES", bytes);
+        }
+        let server = builder.start().await;
+        let key = server.workspace_key("w", "admin").await;
+        let near = put_semantic(
+            &server,
+            &key,
+            json!({"node_type": "agent", "prompt": "near", "embedding": vector(&[3.0, 4.0]), "result": "near"}),
+        )
+        .await;
+        put_semantic(
+            &server,
+            &key,
+            json!({"node_type": "agent", "prompt": "far", "embedding": vector(&[0.0, 1.0]), "result": "far"}),
+        )
+        .await;
+        let query = json!({"node_type": "agent", "prompt": "q", "embedding": vector(&[1.0]), "threshold": 0.5});
+        let hit = lookup_semantic(&server, &key, query.clone()).await;
+        assert_eq!(
+            (&hit["hit"], &hit["result"], &hit["similarity"]),
+            (&json!(true), &json!("near"), &json!(0.6)),
+            "{budget:?}"
+        );
+        let id = near["id"].as_str().unwrap();
+        let res = server
+            .with_key(
+                &key,
+                Method::POST,
+                &format!("/api/v1/cache/semantic/{id}/reject"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+        assert_eq!(
+            lookup_semantic(&server, &key, query).await,
+            json!({"hit": false}),
+            "the rejected entry is gone from the index too ({budget:?}); far is below 0.5"
+        );
+        let scrape = server
+            .anon(Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let searches =
+            format!(r#"patchbay_cache_vector_index_searches_total{{outcome="{outcome}"}} 2"#);
+        assert!(
+            scrape.contains(&searches),
+            "{searches} missing from\n{scrape}"
+        );
+        if let Some(reason) = fallback {
+            let line =
+                format!(r#"patchbay_cache_vector_index_fallbacks_total{{reason="{reason}"}} 2"#);
+            assert!(scrape.contains(&line), "{line} missing from\n{scrape}");
+        } else {
+            assert!(!scrape.contains("patchbay_cache_vector_index_fallbacks_total{"));
+            assert!(scrape.contains("patchbay_cache_vector_index_bytes "));
+        }
+    }
+}

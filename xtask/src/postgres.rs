@@ -128,6 +128,16 @@ pub struct Postgres {
 impl Postgres {
     /// Creates and starts a cluster under `work` (a fresh temp dir, removed by the caller).
     pub fn start(install: &PgInstall, work: &Path) -> Result<Postgres> {
+        Postgres::start_with(install, work, &[])
+    }
+
+    /// As [`Postgres::start`], with server settings (`-c name=value`) such as a benchmark's
+    /// `shared_buffers`.
+    pub fn start_with(
+        install: &PgInstall,
+        work: &Path,
+        settings: &[(&str, &str)],
+    ) -> Result<Postgres> {
         let user = if sys::is_root() {
             ensure_user()?;
             Some(PG_USER)
@@ -161,10 +171,13 @@ impl Postgres {
             "UTF8",
             "--locale=C",
         ]))?;
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off",
             pg.dir.display()
         );
+        for (name, value) in settings {
+            options.push_str(&format!(" -c {name}={value}"));
+        }
         let started = util::run_quiet(
             pg.command("pg_ctl")
                 .arg("-D")

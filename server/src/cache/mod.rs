@@ -214,6 +214,7 @@ impl Caches {
                 ef_search: config.semantic.ef_search,
                 iterative_scan: config.semantic.iterative_scan,
                 max_scan_tuples: config.semantic.max_scan_tuples,
+                exact_max_entries: config.semantic.exact_search_max_entries,
             },
             deny: DenyList::new(&config.deny_list)?,
             embedder: Embedder::new(&config.embedder)?,

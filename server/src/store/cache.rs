@@ -159,6 +159,10 @@ pub struct SemanticSearch {
     pub ef_search: u32,
     pub iterative_scan: IterativeScan,
     pub max_scan_tuples: u32,
+    /// A workspace's node type with at most this many entries is searched exactly, without
+    /// the HNSW index (cheap there, and an iterative scan could give up before reaching a
+    /// small scope's rows); a larger one always through the index. 0: always the index.
+    pub exact_max_entries: u32,
 }
 
 impl Default for SemanticSearch {
@@ -167,6 +171,7 @@ impl Default for SemanticSearch {
             ef_search: 100,
             iterative_scan: IterativeScan::RelaxedOrder,
             max_scan_tuples: 20_000,
+            exact_max_entries: 1_000,
         }
     }
 }

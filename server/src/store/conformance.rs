@@ -935,6 +935,21 @@ async fn sqlite_passes_the_cache_suite() {
         .await
         .unwrap();
     run_cache_suite(&store).await;
+    let (searched, fell_back) = store.vector_index().counts();
+    assert!(searched > 0, "the in-memory index answered");
+    assert_eq!(fell_back, 0);
+}
+
+/// SQLite without its in-memory vector index: every semantic lookup scans the rows.
+#[tokio::test]
+async fn sqlite_passes_the_cache_suite_without_its_vector_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = SqliteStore::connect_with_index(&url, &PoolOptions::default(), 0)
+        .await
+        .unwrap();
+    run_cache_suite(&store).await;
+    assert_eq!(store.vector_index().counts().0, 0);
 }
 
 #[tokio::test]
@@ -1037,10 +1052,12 @@ async fn postgres_iterative_scans_find_our_entry_behind_other_workspaces_neighbo
         max_role: Role::Read,
         now_ms: now,
     };
+    // The index even for this one-entry scope (small scopes are otherwise compared exactly).
     let search = |iterative_scan| SemanticSearch {
         ef_search: 40,
         iterative_scan,
         max_scan_tuples: 20_000,
+        exact_max_entries: 0,
     };
     assert_eq!(
         cache
@@ -1059,4 +1076,145 @@ async fn postgres_iterative_scans_find_our_entry_behind_other_workspaces_neighbo
         assert_eq!(hit.id, "mine", "{mode:?}");
         assert!((hit.similarity - 0.928).abs() < 0.01, "{}", hit.similarity);
     }
+    // A small scope is compared exactly: nothing to lose even without iterative scans.
+    let exact = SemanticSearch {
+        exact_max_entries: 1_000,
+        ..search(IterativeScan::Off)
+    };
+    assert_eq!(
+        cache
+            .semantic_nearest(&scope, &query, &exact)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "mine"
+    );
+}
+
+/// Statistics taken before a workspace grew say it has a row or two; left to itself the
+/// planner then reads the workspace's btree range and sorts every row by distance (31 ms at
+/// 10,000 entries, seconds at a million), and flips back when autovacuum analyzes. Lookups
+/// of scopes above `exact_max_entries` take the HNSW index whatever the statistics say.
+#[tokio::test]
+async fn postgres_large_scopes_use_the_hnsw_index_despite_stale_statistics() {
+    use sqlx::Connection as _;
+    let url = crate::testing::fresh_postgres_database().await;
+    let dims = 8;
+    let store = PostgresStore::connect(&url, &PoolOptions::default())
+        .await
+        .unwrap();
+    let cache = store.cache();
+    cache.prepare_semantic(dims as u32).await.unwrap();
+    let other = store.create_workspace("other", 1).await.unwrap().id;
+    let ours = store.create_workspace("ours", 1).await.unwrap().id;
+    let now = 1_000_000;
+    let entry = |i: usize, ws: &str| {
+        let mut v = axis(i % dims, dims);
+        v[(i + 1) % dims] = (i % 97) as f32 / 97.0;
+        semantic_entry(
+            &format!("{ws}-{i}"),
+            ws,
+            &format!("p{i}"),
+            v,
+            Role::Read,
+            now,
+        )
+    };
+    for i in 0..300 {
+        cache
+            .insert_semantic(&entry(i, &other), u64::MAX)
+            .await
+            .unwrap();
+    }
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("ANALYZE semantic_cache")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    // Our workspace grows after the statistics were taken.
+    for i in 0..300 {
+        cache
+            .insert_semantic(&entry(i, &ours), u64::MAX)
+            .await
+            .unwrap();
+    }
+    let search = SemanticSearch {
+        exact_max_entries: 100,
+        ..SemanticSearch::default()
+    };
+    let query = crate::store::vector::to_pgvector_text(&axis(0, dims));
+    // EXPLAIN of the statement a lookup would run, after `prepare_lookup` when `prepared`.
+    let explain = |prepared: bool, search: SemanticSearch| {
+        let (url, ours, query) = (url.clone(), ours.clone(), query.clone());
+        async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            let mut tx = conn.begin().await.unwrap();
+            let statement = if prepared {
+                crate::store::postgres::prepare_lookup(&mut tx, &search, &ours, "agent")
+                    .await
+                    .unwrap()
+                    .0
+            } else {
+                crate::store::postgres::nearest_statement(&search, None)
+            };
+            let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {statement}"))
+                .bind(query)
+                .bind(ours)
+                .bind("agent")
+                .bind(0i16)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap();
+            (statement, plan.join("\n"))
+        }
+    };
+    let (_, unguided) = explain(false, search).await;
+    assert!(
+        !unguided.contains("semantic_cache_embedding"),
+        "the planner alone sorts the workspace's rows: {unguided}"
+    );
+    let (statement, guided) = explain(true, search).await;
+    assert_ne!(
+        statement,
+        crate::store::postgres::NEAREST_EXACT,
+        "above exact_max_entries"
+    );
+    assert!(
+        guided.contains("semantic_cache_embedding"),
+        "the lookup's settings make it use the index: {guided}"
+    );
+    // And a scope within the bound is compared exactly.
+    let small = SemanticSearch {
+        exact_max_entries: 1_000,
+        ..search
+    };
+    let mut conn = store.pool.acquire().await.unwrap();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let (statement, entries) =
+        crate::store::postgres::prepare_lookup(&mut tx, &small, &ours, "agent")
+            .await
+            .unwrap();
+    assert_eq!(
+        (statement, entries),
+        (crate::store::postgres::NEAREST_EXACT, Some(300))
+    );
+    tx.commit().await.unwrap();
+    drop(conn);
+    let hit = cache
+        .semantic_nearest(
+            &SemanticScope {
+                workspace_id: &ours,
+                node_type: "agent",
+                max_role: Role::Read,
+                now_ms: now,
+            },
+            &axis(0, dims),
+            &search,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hit.similarity, 1.0);
 }

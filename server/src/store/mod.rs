@@ -10,6 +10,7 @@ mod sql;
 pub mod sqlite;
 pub mod types;
 pub mod vector;
+pub mod vector_index;
 
 #[cfg(test)]
 mod conformance;
@@ -174,16 +175,21 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         statement_timeout: Duration::from_millis(db.statement_timeout_ms),
         busy_timeout: Duration::from_millis(db.sqlite_busy_timeout_ms),
     };
+    let index_max_bytes = config.cache.semantic.sqlite_index_max_bytes;
     let store: Arc<dyn Store> = match config.database_url.as_deref() {
         Some(url) if url.starts_with("postgres") => {
             Arc::new(postgres::PostgresStore::connect(url, &options).await?)
         }
-        Some(url) => Arc::new(sqlite::SqliteStore::connect(url, &options).await?),
+        Some(url) => {
+            Arc::new(sqlite::SqliteStore::connect_with_index(url, &options, index_max_bytes).await?)
+        }
         None => {
             std::fs::create_dir_all(&config.data_dir)?;
             let path = config.data_dir.join("patchbay.db");
             let url = format!("sqlite://{}", path.display());
-            Arc::new(sqlite::SqliteStore::connect(&url, &options).await?)
+            Arc::new(
+                sqlite::SqliteStore::connect_with_index(&url, &options, index_max_bytes).await?,
+            )
         }
     };
     Ok(store)

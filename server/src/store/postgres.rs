@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use tokio::sync::mpsc;
 
 use super::cache::{IterativeScan, NewSemanticEntry, SemanticHit, SemanticScope, SemanticSearch};
+use super::vector_index::Writer;
 use super::{PoolOptions, StoreResult, WORKFLOW_CHANNEL, WorkflowChange, sql, vector};
 
 /// Changes buffered between the listener and its consumer.
@@ -67,6 +68,15 @@ impl PostgresStore {
     /// Starts listening (before returning, so no change committed afterwards is missed) and
     /// hands every node's changes to the receiver. A lost connection is re-established and
     /// reported as [`WorkflowChange::Resync`], since changes may have passed unheard.
+    /// PostgreSQL searches its own HNSW index; there is no in-process index to keep in step.
+    async fn semantic_writer(
+        &self,
+        _kind: super::cache::CacheKind,
+        _workspace_id: Option<&str>,
+    ) -> Writer<'static> {
+        Writer::none()
+    }
+
     async fn change_feed(&self) -> StoreResult<Option<mpsc::Receiver<WorkflowChange>>> {
         let listener = listen(&self.connect).await?;
         let (tx, rx) = mpsc::channel(CHANGE_FEED_CAPACITY);
@@ -138,14 +148,73 @@ const SEMANTIC_DDL_LOCK: i64 = 0x7061_7463_6862_6179; // "patchbay"
 /// The nearest servable entry. With relaxed ordering an iterative scan may return rows slightly
 /// out of order, so the nearest few are fetched and ordered exactly before the best is taken.
 /// The limits are literals: a parameter would leave generic plans guessing at the row count.
-pub(super) const NEAREST_RELAXED: &str = "WITH nearest AS MATERIALIZED (\
+pub const NEAREST_RELAXED: &str = "WITH nearest AS MATERIALIZED (\
        SELECT id, result, execution_ms, created_at, required_role, embedding <=> $1::vector AS distance \
        FROM semantic_cache WHERE workspace_id = $2 AND node_type = $3 AND required_role <= $4 \
        AND rejected_at IS NULL AND expires_at > $5 ORDER BY embedding <=> $1::vector LIMIT 10) \
      SELECT id, result, execution_ms, created_at, distance FROM nearest ORDER BY distance, required_role DESC LIMIT 1";
-pub(super) const NEAREST_STRICT: &str = "SELECT id, result, execution_ms, created_at, embedding <=> $1::vector AS distance \
+pub const NEAREST_STRICT: &str = "SELECT id, result, execution_ms, created_at, embedding <=> $1::vector AS distance \
      FROM semantic_cache WHERE workspace_id = $2 AND node_type = $3 AND required_role <= $4 \
      AND rejected_at IS NULL AND expires_at > $5 ORDER BY embedding <=> $1::vector LIMIT 1";
+/// Every row of a small scope compared: the materialized scope cannot be ordered by the HNSW
+/// index, so the planner reads it through the (workspace_id, node_type, ...) btree.
+pub const NEAREST_EXACT: &str = "WITH scope AS MATERIALIZED (\
+       SELECT id, result, execution_ms, created_at, required_role, embedding <=> $1::vector AS distance \
+       FROM semantic_cache WHERE workspace_id = $2 AND node_type = $3 AND required_role <= $4 \
+       AND rejected_at IS NULL AND expires_at > $5) \
+     SELECT id, result, execution_ms, created_at, distance FROM scope ORDER BY distance, required_role DESC LIMIT 1";
+
+/// Prepares a lookup in the current transaction, in one round trip: sets the HNSW search
+/// settings for the transaction (`set_config(..., true)` is `SET LOCAL`) and counts the
+/// scope's entries, no further than `exact_max_entries + 1` (an index-only walk of the
+/// (workspace_id, node_type, ...) btree, whatever the statistics say). Returns the statement
+/// to run ([`nearest_statement`]) and the count when it is within the bound.
+///
+/// `enable_sort = off` makes the planner take the HNSW index's order rather than sort a btree
+/// range: with statistics that predate a workspace's growth it would otherwise estimate a
+/// handful of rows and compare every one of them (31 ms at 10,000 entries, seconds at
+/// 1,000,000), switching plans whenever autovacuum analyzes. The exact statement sorts a small
+/// scope either way (no plan avoids that sort).
+pub async fn prepare_lookup(
+    conn: &mut PgConnection,
+    search: &SemanticSearch,
+    workspace_id: &str,
+    node_type: &str,
+) -> Result<(&'static str, Option<u64>), sqlx::Error> {
+    let limit = u64::from(search.exact_max_entries) + 1;
+    // `limit` is a number from the configuration, never request text.
+    let sql = format!(
+        "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM semantic_cache WHERE workspace_id = $1 AND node_type = $2 \
+         LIMIT {limit}) AS scope), set_config('hnsw.ef_search', $3, true), set_config('hnsw.iterative_scan', $4, true), \
+         set_config('hnsw.max_scan_tuples', $5, true), set_config('enable_sort', 'off', true)"
+    );
+    let (count, ..): (i64, String, String, String, String) = sqlx::query_as(&sql)
+        .bind(workspace_id)
+        .bind(node_type)
+        .bind(search.ef_search.clamp(1, 1000).to_string())
+        .bind(search.iterative_scan.as_str())
+        .bind(search.max_scan_tuples.max(1).to_string())
+        .fetch_one(conn)
+        .await?;
+    let count = count.max(0) as u64;
+    let entries = (search.exact_max_entries > 0 && count < limit).then_some(count);
+    Ok((nearest_statement(search, entries), entries))
+}
+
+/// The statement a lookup runs: exact for a scope of at most `exact_max_entries` entries,
+/// otherwise the HNSW statement of the iterative scan mode.
+pub fn nearest_statement(search: &SemanticSearch, scope_entries: Option<u64>) -> &'static str {
+    if scope_entries.is_some_and(|n| n <= u64::from(search.exact_max_entries)) {
+        return NEAREST_EXACT;
+    }
+    match search.iterative_scan {
+        IterativeScan::RelaxedOrder => NEAREST_RELAXED,
+        IterativeScan::StrictOrder | IterativeScan::Off => NEAREST_STRICT,
+    }
+}
+
+/// The HNSW cosine index over the embeddings (pgvector's defaults: m 16, ef_construction 64).
+pub const HNSW_INDEX_DDL: &str = "CREATE INDEX IF NOT EXISTS semantic_cache_embedding ON semantic_cache USING hnsw (embedding vector_cosine_ops)";
 
 /// The semantic table for `dimensions`, with its HNSW cosine index. `dimensions` is a number
 /// checked by the configuration, never text from a request.
@@ -168,7 +237,7 @@ fn semantic_ddl(dimensions: u32) -> String {
             rejected_at BIGINT,
             embedding vector({dimensions}) NOT NULL
         );
-        CREATE INDEX IF NOT EXISTS semantic_cache_embedding ON semantic_cache USING hnsw (embedding vector_cosine_ops);
+        {HNSW_INDEX_DDL};
         CREATE INDEX IF NOT EXISTS semantic_cache_prompt ON semantic_cache (workspace_id, node_type, prompt_hash);
         CREATE INDEX IF NOT EXISTS semantic_cache_lru ON semantic_cache (workspace_id, last_used_at, id);
         CREATE INDEX IF NOT EXISTS semantic_cache_expiry ON semantic_cache (expires_at);"
@@ -239,10 +308,11 @@ impl PostgresStore {
         Ok(dropped as u64)
     }
 
+    /// Inserts the row. Returns 0: rowids are SQLite's (its in-memory index orders ties by them).
     async fn insert_semantic_row(
         conn: &mut PgConnection,
         e: &NewSemanticEntry,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<i64, sqlx::Error> {
         sqlx::query(
             "INSERT INTO semantic_cache (id, workspace_id, node_type, required_role, prompt, prompt_hash, result, execution_ms, \
              created_at, expires_at, last_used_at, embedding) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9, $11::vector)",
@@ -260,12 +330,14 @@ impl PostgresStore {
         .bind(vector::to_pgvector_text(&e.embedding))
         .execute(conn)
         .await?;
-        Ok(())
+        Ok(0)
     }
 
     /// An HNSW search with pgvector 0.8's iterative scan, so the workspace, node type and role
     /// filters are applied while the index is walked instead of to its first `ef_search` rows:
-    /// nearest neighbours in other workspaces cannot hide this workspace's entries.
+    /// nearest neighbours in other workspaces cannot hide this workspace's entries. Small
+    /// scopes are compared exactly instead (see [`nearest_statement`]); the choice is made
+    /// from the scope's size, never left to the planner's statistics.
     async fn nearest_semantic(
         &self,
         scope: &SemanticScope<'_>,
@@ -274,18 +346,7 @@ impl PostgresStore {
     ) -> StoreResult<Option<SemanticHit>> {
         let mut conn = self.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        // Numbers and a fixed enum, never request text: safe to format into SET.
-        let settings = format!(
-            "SET LOCAL hnsw.ef_search = {}; SET LOCAL hnsw.iterative_scan = {}; SET LOCAL hnsw.max_scan_tuples = {}",
-            search.ef_search.clamp(1, 1000),
-            search.iterative_scan.as_str(),
-            search.max_scan_tuples.max(1),
-        );
-        sqlx::Executor::execute(&mut *tx, settings.as_str()).await?;
-        let sql = match search.iterative_scan {
-            IterativeScan::RelaxedOrder => NEAREST_RELAXED,
-            IterativeScan::StrictOrder | IterativeScan::Off => NEAREST_STRICT,
-        };
+        let (sql, _) = prepare_lookup(&mut tx, search, scope.workspace_id, scope.node_type).await?;
         let row: Option<(String, String, Option<i64>, i64, f64)> = sqlx::query_as(sql)
             .bind(vector::to_pgvector_text(query))
             .bind(scope.workspace_id)

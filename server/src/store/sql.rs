@@ -70,12 +70,18 @@ macro_rules! impl_sql_store {
             }
 
             async fn delete_workspace(&self, name: &str) -> $crate::store::StoreResult<bool> {
+                // The workspace's semantic entries go with it (ON DELETE CASCADE).
+                let mut writer = self.semantic_writer($crate::store::cache::CacheKind::Semantic, None).await;
                 let mut conn = self.acquire().await?;
-                let deleted = sqlx::query("DELETE FROM workspaces WHERE name = $1")
+                let deleted: Option<String> = sqlx::query_scalar("DELETE FROM workspaces WHERE name = $1 RETURNING id")
                     .bind(name)
-                    .execute(&mut *conn)
+                    .fetch_optional(&mut *conn)
                     .await?;
-                Ok(deleted.rows_affected() > 0)
+                if let Some(id) = &deleted {
+                    writer.dropped(id, None);
+                }
+                writer.apply().await;
+                Ok(deleted.is_some())
             }
 
             async fn insert_key(&self, key: &$crate::store::NewApiKey) -> $crate::store::StoreResult<$crate::store::ApiKey> {
@@ -628,8 +634,10 @@ pub(crate) use impl_sql_store;
 
 /// Implements [`crate::store::cache::CacheStore`] for `$store` on database `$db`. The backend
 /// provides, as inherent methods, what differs: `prepare_semantic_table`,
-/// `reindex_semantic_table`, `insert_semantic_row` (how an embedding is stored) and
-/// `nearest_semantic` (how it is searched).
+/// `reindex_semantic_table`, `insert_semantic_row` (how an embedding is stored; returns the
+/// rowid on SQLite), `nearest_semantic` (how it is searched) and `semantic_writer` (SQLite's
+/// in-memory vector index hears every semantic write through it, in commit order; a no-op on
+/// PostgreSQL). Writers are taken before a pooled connection, never while holding one.
 macro_rules! impl_sql_cache_store {
     ($store:ty, $db:ty) => {
         type CacheConn = <$db as sqlx::Database>::Connection;
@@ -690,7 +698,7 @@ macro_rules! impl_sql_cache_store {
                     }
                     let evicted = enforce_cap(&mut *tx, $crate::store::cache::CacheKind::Exact, &entry.workspace_id, 1 - replaced as i64, cap).await?;
                     tx.commit().await?;
-                    return Ok(evicted);
+                    return Ok(evicted.len() as u64);
                 }
             }
 
@@ -725,27 +733,34 @@ macro_rules! impl_sql_cache_store {
             }
 
             async fn insert_semantic(&self, entry: &$crate::store::cache::NewSemanticEntry, cap: u64) -> $crate::store::StoreResult<u64> {
+                let mut writer = self.semantic_writer($crate::store::cache::CacheKind::Semantic, Some(&entry.workspace_id)).await;
                 let mut conn = self.acquire().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                let replaced = sqlx::query(
-                    "DELETE FROM semantic_cache WHERE workspace_id = $1 AND node_type = $2 AND prompt_hash = $3 AND required_role = $4",
+                let replaced: Vec<String> = sqlx::query_scalar(
+                    "DELETE FROM semantic_cache WHERE workspace_id = $1 AND node_type = $2 AND prompt_hash = $3 AND required_role = $4 RETURNING id",
                 )
                 .bind(&entry.workspace_id)
                 .bind(&entry.node_type)
                 .bind(&entry.prompt_hash)
                 .bind(entry.required_role.level())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                match Self::insert_semantic_row(&mut *tx, entry).await {
+                .fetch_all(&mut *tx)
+                .await?;
+                let rowid = match Self::insert_semantic_row(&mut *tx, entry).await {
                     Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
                         return Err($crate::store::StoreError::NotFound("workspace"));
                     }
                     other => other?,
-                }
-                let evicted = enforce_cap(&mut *tx, $crate::store::cache::CacheKind::Semantic, &entry.workspace_id, 1 - replaced as i64, cap).await?;
+                };
+                let delta = 1 - replaced.len() as i64;
+                let evicted = enforce_cap(&mut *tx, $crate::store::cache::CacheKind::Semantic, &entry.workspace_id, delta, cap).await?;
                 tx.commit().await?;
-                Ok(evicted)
+                let count = evicted.len() as u64;
+                // In the order the transaction did them: the new row may itself be evicted.
+                writer.removed(&entry.workspace_id, replaced);
+                writer.inserted(entry, rowid);
+                writer.removed(&entry.workspace_id, evicted);
+                writer.apply().await;
+                Ok(count)
             }
 
             async fn semantic_by_prompt(
@@ -834,6 +849,7 @@ macro_rules! impl_sql_cache_store {
                 id: &str,
                 max_role: $crate::store::Role,
             ) -> $crate::store::StoreResult<bool> {
+                let mut writer = self.semantic_writer(kind, Some(workspace_id)).await;
                 let mut conn = self.acquire().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let sql = format!("DELETE FROM {} WHERE workspace_id = $1 AND id = $2 AND required_role <= $3", kind.table());
@@ -842,6 +858,10 @@ macro_rules! impl_sql_cache_store {
                     bump_usage(&mut *tx, kind, workspace_id, -(deleted as i64)).await?;
                 }
                 tx.commit().await?;
+                if deleted > 0 {
+                    writer.removed(workspace_id, vec![id.to_string()]);
+                }
+                writer.apply().await;
                 Ok(deleted > 0)
             }
 
@@ -851,6 +871,7 @@ macro_rules! impl_sql_cache_store {
                 workspace_id: &str,
                 node_type: Option<&str>,
             ) -> $crate::store::StoreResult<u64> {
+                let mut writer = self.semantic_writer(kind, Some(workspace_id)).await;
                 let mut conn = self.acquire().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let sql = format!("DELETE FROM {} WHERE workspace_id = $1 AND ($2 IS NULL OR node_type = $2)", kind.table());
@@ -859,6 +880,10 @@ macro_rules! impl_sql_cache_store {
                     bump_usage(&mut *tx, kind, workspace_id, -(deleted as i64)).await?;
                 }
                 tx.commit().await?;
+                if deleted > 0 {
+                    writer.dropped(workspace_id, node_type);
+                }
+                writer.apply().await;
                 Ok(deleted)
             }
 
@@ -870,6 +895,7 @@ macro_rules! impl_sql_cache_store {
                 max_role: $crate::store::Role,
                 now_ms: i64,
             ) -> $crate::store::StoreResult<Option<bool>> {
+                let mut writer = self.semantic_writer(kind, Some(workspace_id)).await;
                 let mut conn = self.acquire().await?;
                 let sql = format!(
                     "UPDATE {} SET rejected_at = $4 WHERE workspace_id = $1 AND id = $2 AND required_role <= $3 AND rejected_at IS NULL",
@@ -877,8 +903,11 @@ macro_rules! impl_sql_cache_store {
                 );
                 let done = sqlx::query(&sql).bind(workspace_id).bind(id).bind(max_role.level()).bind(now_ms).execute(&mut *conn).await?;
                 if done.rows_affected() > 0 {
+                    writer.removed(workspace_id, vec![id.to_string()]);
+                    writer.apply().await;
                     return Ok(Some(true));
                 }
+                writer.apply().await;
                 let sql = format!("SELECT 1 FROM {} WHERE workspace_id = $1 AND id = $2 AND required_role <= $3", kind.table());
                 let exists: Option<i32> = sqlx::query_scalar(&sql).bind(workspace_id).bind(id).bind(max_role.level()).fetch_optional(&mut *conn).await?;
                 Ok(exists.map(|_| false))
@@ -886,28 +915,34 @@ macro_rules! impl_sql_cache_store {
 
             async fn purge_expired(&self, now_ms: i64, batch: u32) -> $crate::store::StoreResult<$crate::store::cache::Purged> {
                 let mut purged = $crate::store::cache::Purged::default();
-                let mut conn = self.acquire().await?;
                 for kind in $crate::store::cache::CacheKind::ALL {
                     let sql = format!(
-                        "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE expires_at <= $1 LIMIT $2) RETURNING workspace_id",
+                        "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE expires_at <= $1 LIMIT $2) RETURNING workspace_id, id",
                         table = kind.table()
                     );
                     loop {
+                        // Per batch, the writer before the connection (see the macro's docs).
+                        let mut writer = self.semantic_writer(kind, None).await;
+                        let mut conn = self.acquire().await?;
                         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                        let workspaces: Vec<String> = sqlx::query_scalar(&sql).bind(now_ms).bind(i64::from(batch)).fetch_all(&mut *tx).await?;
-                        let mut per_workspace: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
-                        for ws in &workspaces {
-                            *per_workspace.entry(ws.as_str()).or_default() += 1;
+                        let rows: Vec<(String, String)> = sqlx::query_as(&sql).bind(now_ms).bind(i64::from(batch)).fetch_all(&mut *tx).await?;
+                        let mut per_workspace: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+                        for (ws, id) in &rows {
+                            per_workspace.entry(ws.clone()).or_default().push(id.clone());
                         }
-                        for (ws, n) in per_workspace {
-                            bump_usage(&mut *tx, kind, ws, -n).await?;
+                        for (ws, ids) in &per_workspace {
+                            bump_usage(&mut *tx, kind, ws, -(ids.len() as i64)).await?;
                         }
                         tx.commit().await?;
-                        match kind {
-                            $crate::store::cache::CacheKind::Exact => purged.exact += workspaces.len() as u64,
-                            $crate::store::cache::CacheKind::Semantic => purged.semantic += workspaces.len() as u64,
+                        for (ws, ids) in per_workspace {
+                            writer.removed(&ws, ids);
                         }
-                        if workspaces.len() < batch as usize {
+                        writer.apply().await;
+                        match kind {
+                            $crate::store::cache::CacheKind::Exact => purged.exact += rows.len() as u64,
+                            $crate::store::cache::CacheKind::Semantic => purged.semantic += rows.len() as u64,
+                        }
+                        if rows.len() < batch as usize {
                             break;
                         }
                     }
@@ -948,28 +983,28 @@ macro_rules! impl_sql_cache_store {
             .await
         }
 
-        /// Counts an insert and evicts the least recently used entries above `cap`; returns how
-        /// many were evicted. Runs inside the insert's transaction: on PostgreSQL the usage row
-        /// lock serialises a workspace's inserts, so the cap holds across nodes.
+        /// Counts an insert and evicts the least recently used entries above `cap`; returns the
+        /// evicted ids. Runs inside the insert's transaction: on PostgreSQL the usage row lock
+        /// serialises a workspace's inserts, so the cap holds across nodes.
         async fn enforce_cap(
             conn: &mut CacheConn,
             kind: $crate::store::cache::CacheKind,
             workspace_id: &str,
             delta: i64,
             cap: u64,
-        ) -> Result<u64, sqlx::Error> {
+        ) -> Result<Vec<String>, sqlx::Error> {
             let entries = bump_usage(&mut *conn, kind, workspace_id, delta).await?;
             let cap = i64::try_from(cap).unwrap_or(i64::MAX);
             if entries <= cap {
-                return Ok(0);
+                return Ok(Vec::new());
             }
             let sql = format!(
-                "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE workspace_id = $1 ORDER BY last_used_at, id LIMIT $2)",
+                "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE workspace_id = $1 ORDER BY last_used_at, id LIMIT $2) RETURNING id",
                 table = kind.table()
             );
-            let evicted = sqlx::query(&sql).bind(workspace_id).bind(entries - cap).execute(&mut *conn).await?.rows_affected();
-            if evicted > 0 {
-                bump_usage(&mut *conn, kind, workspace_id, -(evicted as i64)).await?;
+            let evicted: Vec<String> = sqlx::query_scalar(&sql).bind(workspace_id).bind(entries - cap).fetch_all(&mut *conn).await?;
+            if !evicted.is_empty() {
+                bump_usage(&mut *conn, kind, workspace_id, -(evicted.len() as i64)).await?;
             }
             Ok(evicted)
         }

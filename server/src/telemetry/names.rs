@@ -51,3 +51,7 @@ pub const CACHE_EVICTIONS_TOTAL: &str = "patchbay_cache_evictions_total";
 pub const CACHE_REJECTIONS_TOTAL: &str = "patchbay_cache_rejections_total";
 pub const CACHE_EMBEDDER_REQUESTS_TOTAL: &str = "patchbay_cache_embedder_requests_total";
 pub const CACHE_EMBEDDER_DURATION_SECONDS: &str = "patchbay_cache_embedder_duration_seconds";
+pub const CACHE_VECTOR_INDEX_SEARCHES_TOTAL: &str = "patchbay_cache_vector_index_searches_total";
+pub const CACHE_VECTOR_INDEX_FALLBACKS_TOTAL: &str = "patchbay_cache_vector_index_fallbacks_total";
+pub const CACHE_VECTOR_INDEX_BYTES: &str = "patchbay_cache_vector_index_bytes";
+pub const CACHE_VECTOR_INDEX_LOAD_SECONDS: &str = "patchbay_cache_vector_index_load_seconds";

@@ -5,7 +5,9 @@
 //! `listening on` line), `wrk` (run wrk and read its figures), `report` (machine, date, README
 //! sections), `load` (a closed-loop load generator that counts responses by status).
 
+mod cache;
 mod http;
+mod json;
 mod load;
 mod materializer;
 mod plugins;
@@ -18,6 +20,11 @@ use std::str::FromStr;
 use anyhow::{Context, Result, bail};
 
 const SCENARIOS: &[(&str, &str)] = &[
+    (
+        "cache",
+        "semantic cache lookups (p50/p99, throughput), insert rate and recall@1 on SQLite and \
+         PostgreSQL + pgvector at 10k to 1M entries",
+    ),
     ("http", "GET /health with metrics on vs off (wrk)"),
     (
         "materializer",
@@ -40,6 +47,7 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     let flags = Flags::parse(rest)?;
     match scenario.as_str() {
+        "cache" => cache::run(&flags),
         "http" => http::run(&flags),
         "materializer" => materializer::run(&flags),
         "plugins" => plugins::run(&flags),
