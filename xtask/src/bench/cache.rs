@@ -330,8 +330,18 @@ fn run_one(
     }
     let path = out_dir.join(format!("{}-{entries}.json", backend.name()));
     fs::write(&path, stdout.as_bytes())?;
-    let json = Json::parse(&stdout)
+    let mut json = Json::parse(&stdout)
         .with_context(|| format!("reading the output of `{}`", util::display(&cmd)))?;
+    // What else ran meanwhile: the 1-minute load average as the run ends (the benchmark's own
+    // lookups count about 1).
+    if let Json::Object(map) = &mut json {
+        let load = report::load_average();
+        let one: Option<f64> = load.split(' ').next().and_then(|l| l.parse().ok());
+        map.insert(
+            "load_average_1m".into(),
+            one.map_or(Json::Null, Json::Number),
+        );
+    }
     say!(
         "{} {entries}: p50 {} ms, p99 {} ms, recall@1 {}, insert {}/s",
         backend.name(),
@@ -417,7 +427,8 @@ fn render(results: &[Json], options: &Options, load_average: &str) -> String {
     let _ = writeln!(out, "## Semantic cache at scale (`cache`)\n");
     let _ = writeln!(
         out,
-        "{} on {}; load average before the runs {load_average}. Scenario: `bench/cache.md`.\n",
+        "{} on {}; load average before the runs {load_average} (\"load 1m\": as each run \
+         ended; 2 cores, so above ~2 other work shared the machine). Scenario: `bench/cache.md`.\n",
         report::today(),
         report::machine(),
     );
@@ -441,10 +452,10 @@ fn render(results: &[Json], options: &Options, load_average: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "| backend | entries | insert/s | first lookup ms | p50 ms | p99 ms | lookups/s ({}) | recall@1 |",
+        "| backend | entries | insert/s | first lookup ms | p50 ms | p99 ms | lookups/s ({}) | recall@1 | load 1m |",
         options.concurrency
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut notes = Vec::new();
     for json in results {
         let bulk = json.at("insert.copy_seconds").number().is_some();
@@ -462,7 +473,7 @@ fn render(results: &[Json], options: &Options, load_average: &str) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {insert} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {insert} | {} | {} | {} | {} | {} | {} |",
                 describe(json, ef),
                 number(json, "entries", 0),
                 number(json, "lookup.first_ms", 1),
@@ -470,6 +481,7 @@ fn render(results: &[Json], options: &Options, load_average: &str) -> String {
                 number(setting, "lookup.p99_ms", 2),
                 number(setting, "lookup.throughput_per_second", 0),
                 number(setting, "recall_at_1", 3),
+                number(json, "load_average_1m", 1),
             );
         }
         if bulk {
@@ -646,10 +658,10 @@ mod tests {
         };
         let text = render(&[sqlite, pg], &options, "0.1 0.2 0.3");
         assert!(text.contains(
-            "| SQLite, exact scan of the in-memory index | 100,000 | 1,400 | 300.1 | 9.50 | 14.25 | 180 | 1.000 |"
+            "| SQLite, exact scan of the in-memory index | 100,000 | 1,400 | 300.1 | 9.50 | 14.25 | 180 | 1.000 | - |"
         ), "{text}");
-        assert!(text.contains("HNSW ef_search 100 (relaxed order iterative scan) | 1,000,000 | 900* | 5.0 | 2.50 | 6.00 | 700 | 0.990 |"), "{text}");
-        assert!(text.contains("HNSW ef_search 200 (relaxed order iterative scan) | 1,000,000 | 900* | 5.0 | 3.50 | 4.50 | 500 | 0.995 |"), "{text}");
+        assert!(text.contains("HNSW ef_search 100 (relaxed order iterative scan) | 1,000,000 | 900* | 5.0 | 2.50 | 6.00 | 700 | 0.990 | - |"), "{text}");
+        assert!(text.contains("HNSW ef_search 200 (relaxed order iterative scan) | 1,000,000 | 900* | 5.0 | 3.50 | 4.50 | 500 | 0.995 | - |"), "{text}");
         assert!(text.contains("PostgreSQL at 1,000,000 (p99 ≤ 5 ms with recall@1 ≥ 0.98): ef_search 100: p99 6.00 ms, recall@1 0.990 (**not met**), ef_search 200: p99 4.50 ms, recall@1 0.995 (met)"), "{text}");
         assert!(
             text.contains("SQLite at 100,000: p99 14.25 ms (target ≤ 20): met"),
