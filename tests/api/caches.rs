@@ -659,14 +659,7 @@ async fn entries_expire_and_the_purge_removes_them(backend: Backend) {
             .status(),
         200
     );
-    let scrape = server
-        .anon(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = server.scrape().await;
     assert!(
         scrape.contains(r#"patchbay_cache_evictions_total{cache="exact",reason="expired"} 1"#),
         "{scrape}"
@@ -724,14 +717,7 @@ async fn the_least_recently_hit_entry_is_evicted(backend: Backend) {
     )
     .await;
     assert_eq!(first, json!({"hit": false}), "p0 was evicted");
-    let scrape = server
-        .anon(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = server.scrape().await;
     assert!(
         scrape.contains(r#"patchbay_cache_evictions_total{cache="exact",reason="capacity"} 1"#),
         "{scrape}"
@@ -857,14 +843,7 @@ async fn rejected_hits_are_never_served_again(backend: Backend) {
         "not-found",
     )
     .await;
-    let scrape = server
-        .anon(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = server.scrape().await;
     assert!(
         scrape.contains(r#"patchbay_cache_rejections_total{cache="exact"} 1"#),
         "{scrape}"
@@ -928,14 +907,7 @@ async fn the_deny_list_refuses_personal_data_by_pattern_name(backend: Backend) {
     }
     // Numbers that merely look long are fine.
     put_exact(&server, &key, json!({"node_type": "function", "config": {}, "inputs": 2, "result": {"ts": 1_700_000_000_000u64}})).await;
-    let scrape = server
-        .anon(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = server.scrape().await;
     assert!(scrape.contains(r#"patchbay_cache_stores_total{cache="exact",node_type="function",outcome="refused_pii"} 2"#), "{scrape}");
 
     // The list is configurable.
@@ -1388,14 +1360,7 @@ async fn embeddings_come_from_an_openai_compatible_embedder(backend: Backend) {
         .await
         .unwrap();
     expect_problem(res, 502, "embedder-failed").await;
-    let scrape = down
-        .anon(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = down.scrape().await;
     assert!(
         scrape.contains(r#"patchbay_cache_embedder_requests_total{outcome="failure"} 1"#),
         "{scrape}"
@@ -1505,14 +1470,7 @@ async fn cache_metrics_label_unconfigured_node_types_as_other() {
         json!({"node_type": "agent", "prompt": "q", "embedding": vector(&[1.0]), "threshold": 0.5}),
     )
     .await;
-    let scrape = server
-        .anon(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = server.scrape().await;
     for line in [
         r#"patchbay_cache_lookups_total{cache="exact",node_type="function",outcome="hit"} 1"#,
         r#"patchbay_cache_lookups_total{cache="exact",node_type="other",outcome="hit"} 2"#,
@@ -1581,14 +1539,7 @@ async fn sqlite_searches_its_in_memory_index_and_scans_over_the_budget() {
             json!({"hit": false}),
             "the rejected entry is gone from the index too ({budget:?}); far is below 0.5"
         );
-        let scrape = server
-            .anon(Method::GET, "/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let scrape = server.scrape().await;
         let searches =
             format!(r#"patchbay_cache_vector_index_searches_total{{outcome="{outcome}"}} 2"#);
         assert!(

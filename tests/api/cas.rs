@@ -256,14 +256,7 @@ async fn visibility_is_per_workspace_and_storage_is_shared(backend: Backend) {
             .unwrap(),
         "shared content"
     );
-    let scrape = server
-        .anon(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = server.scrape().await;
     assert!(
         scrape
             .lines()

@@ -267,14 +267,7 @@ async fn labels_stay_bounded_under_random_traffic_and_promtool_accepts_the_scrap
             res.status()
         );
     }
-    let scrape = server
-        .anon(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = server.scrape().await;
     let families = parse_scrape(&scrape);
     for (family, series) in &families {
         for s in series {

@@ -294,14 +294,7 @@ async fn uploads_route_and_swap_plugins(backend: Backend) {
             .status(),
         200
     );
-    let scrape = restarted
-        .anon(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = restarted.scrape().await;
     assert!(
         scrape
             .lines()
@@ -421,14 +414,7 @@ async fn failures_cost_only_their_own_request() {
             .unwrap();
         assert_eq!(ok.text().await.unwrap(), "Hello, after!", "after {path}");
     }
-    let scrape = server
-        .anon(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = server.scrape().await;
     for outcome in ["trap", "timeout", "memory", "bad_response", "ok"] {
         assert!(
             scrape.contains(&format!("outcome=\"{outcome}\"")),
@@ -649,14 +635,7 @@ async fn the_plugins_directory_loads_at_start_and_skips_broken_plugins() {
         server.logs().contains("stdout") || server.logs().contains("env"),
         "guest output reaches the log"
     );
-    let scrape = server
-        .anon(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = server.scrape().await;
     assert!(
         scrape.contains("patchbay_plugin_autoload_total{outcome=\"failed\"} 1"),
         "{scrape}"

@@ -193,6 +193,17 @@ impl Server {
         self.client.request(method, format!("{}{}", self.url, path))
     }
 
+    /// The `/metrics` exposition text.
+    pub async fn scrape(&self) -> String {
+        self.anon(Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// A request with the given key.
     pub fn with_key(&self, key: &str, method: Method, path: &str) -> RequestBuilder {
         self.anon(method, path).bearer_auth(key)

@@ -557,14 +557,7 @@ async fn appends_conflict_fail_atomically_and_validate(backend: Backend) {
     assert_eq!(patches["patches"].as_array().unwrap().len(), 2);
     assert_eq!(patches["patches"][1]["author"], key_id(&writer));
 
-    let scrape = server
-        .anon(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = server.scrape().await;
     for needed in [
         "patchbay_workflow_patches_committed_total 2",
         "patchbay_workflow_conflicts_total 2",
@@ -859,14 +852,7 @@ async fn compaction_writes_snapshots_and_history_stays_right(backend: Backend) {
         );
     }
 
-    let scrape = server
-        .anon(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = server.scrape().await;
     let value = |prefix: &str| -> f64 {
         scrape
             .lines()
@@ -1095,14 +1081,7 @@ async fn events_are_live_resumable_and_never_lost_or_repeated(backend: Backend) 
         204
     );
     from_zero.expect_end(&["deleted"]).await;
-    let scrape = server
-        .anon(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = server.scrape().await;
     assert!(
         scrape
             .lines()
