@@ -1185,6 +1185,31 @@ async fn postgres_large_scopes_use_the_hnsw_index_despite_stale_statistics() {
         guided.contains("semantic_cache_embedding"),
         "the lookup's settings make it use the index: {guided}"
     );
+    // The relaxed statement re-orders all ten rows it fetches: were the CTE taken as sorted
+    // by the final ORDER BY, an incremental sort would read only its first rows.
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    crate::store::postgres::prepare_lookup(&mut tx, &search, &ours, "agent")
+        .await
+        .unwrap();
+    let analyzed: Vec<String> = sqlx::query_scalar(&format!(
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {}",
+        crate::store::postgres::NEAREST_RELAXED
+    ))
+    .bind(query.clone())
+    .bind(&ours)
+    .bind("agent")
+    .bind(0i16)
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    let cte_scan = analyzed
+        .iter()
+        .find(|l| l.contains("CTE Scan on nearest"))
+        .expect("a CTE scan");
+    assert!(cte_scan.contains("rows=10"), "{analyzed:#?}");
+    drop(tx);
     // And a scope within the bound is compared exactly.
     let small = SemanticSearch {
         exact_max_entries: 1_000,

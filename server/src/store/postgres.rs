@@ -147,12 +147,15 @@ const SEMANTIC_DDL_LOCK: i64 = 0x7061_7463_6862_6179; // "patchbay"
 
 /// The nearest servable entry. With relaxed ordering an iterative scan may return rows slightly
 /// out of order, so the nearest few are fetched and ordered exactly before the best is taken.
+/// `distance + 0`, as pgvector's documentation has it: ordered by `distance` itself, the
+/// planner takes the CTE as sorted already, and its incremental sort reads only the first
+/// rows (EXPLAIN showed 2 of the 10), which skips the re-ordering.
 /// The limits are literals: a parameter would leave generic plans guessing at the row count.
 pub const NEAREST_RELAXED: &str = "WITH nearest AS MATERIALIZED (\
        SELECT id, result, execution_ms, created_at, required_role, embedding <=> $1::vector AS distance \
        FROM semantic_cache WHERE workspace_id = $2 AND node_type = $3 AND required_role <= $4 \
        AND rejected_at IS NULL AND expires_at > $5 ORDER BY embedding <=> $1::vector LIMIT 10) \
-     SELECT id, result, execution_ms, created_at, distance FROM nearest ORDER BY distance, required_role DESC LIMIT 1";
+     SELECT id, result, execution_ms, created_at, distance FROM nearest ORDER BY distance + 0, required_role DESC LIMIT 1";
 pub const NEAREST_STRICT: &str = "SELECT id, result, execution_ms, created_at, embedding <=> $1::vector AS distance \
      FROM semantic_cache WHERE workspace_id = $2 AND node_type = $3 AND required_role <= $4 \
      AND rejected_at IS NULL AND expires_at > $5 ORDER BY embedding <=> $1::vector LIMIT 1";
