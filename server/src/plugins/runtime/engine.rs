@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::EngineConfig;
 
@@ -29,7 +29,8 @@ const HOST_STACK_HEADROOM: usize = 1536 << 10;
 const MAX_POOL_ADDRESS_SPACE: u64 = 32 << 40;
 const FOUR_GIB: u64 = 4 << 30;
 /// Slot memory kept mapped after an instance ends so the next one skips page faults; small so
-/// idle slots do not pin RSS.
+/// idle slots do not pin RSS. With `PAGEMAP_SCAN` (Linux 6.7+) this much of the pages the guest
+/// actually dirtied is restored by copy, and only the rest is decommitted.
 const KEEP_RESIDENT: usize = 64 << 10;
 
 pub(super) fn build_engine(cfg: &EngineConfig) -> anyhow::Result<Engine> {
@@ -60,7 +61,12 @@ pub(super) fn build_engine(cfg: &EngineConfig) -> anyhow::Result<Engine> {
         .table_elements(TABLE_ELEMENTS)
         .max_memory_size(max_memory)
         .linear_memory_keep_resident(KEEP_RESIDENT)
-        .table_keep_resident(KEEP_RESIDENT);
+        .table_keep_resident(KEEP_RESIDENT)
+        // Reset only the pages an instance dirtied (found with the `PAGEMAP_SCAN` ioctl), by
+        // copy, instead of `madvise`-ing the slot: no page faults for the next instance and no
+        // TLB shootdowns, which were a fifth of a small plugin's per-request CPU. Falls back to
+        // the old reset where the kernel lacks the ioctl.
+        .pagemap_scan(Enabled::Auto);
 
     let mut config = Config::new();
     config
