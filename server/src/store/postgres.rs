@@ -167,59 +167,17 @@ pub const NEAREST_EXACT: &str = "WITH scope AS MATERIALIZED (\
        AND rejected_at IS NULL AND expires_at > $5) \
      SELECT id, result, execution_ms, created_at, distance FROM scope ORDER BY distance, required_role DESC LIMIT 1";
 
-/// The lookup as one round trip: a PL/pgSQL function that applies the HNSW settings, chooses
-/// the statement from the scope's size and runs it. Measured on 10,000 entries (pgbench, one
-/// client): 0.36 ms for the HNSW statement alone, 1.7 ms for the transaction it replaces
-/// (BEGIN, settings and count, statement, COMMIT): the round trips cost more than the search.
+/// Prepares a lookup in the current transaction, in one round trip: sets the HNSW search
+/// settings for the transaction (`set_config(..., true)` is `SET LOCAL`) and counts the
+/// scope's entries, no further than `exact_max_entries + 1` (an index-only walk of the
+/// (workspace_id, node_type, ...) btree, whatever the statistics say). Returns the statement
+/// to run ([`nearest_statement`]) and the count when it is within the bound.
 ///
-/// `SET enable_sort = off` on the function plans its statements without a sort wherever one
-/// can be avoided: with statistics that predate a workspace's growth the planner would
-/// otherwise estimate a handful of rows, read the workspace's btree range and compare every
-/// one of its rows (31 ms at 10,000 entries, seconds at 1,000,000), switching plans whenever
-/// autovacuum analyzes. The exact statement sorts a small scope either way (no plan avoids
-/// that sort). The `hnsw.*` settings are local to the call. The scope is counted no further
-/// than `exact_max_entries + 1` (an index-only walk of the (workspace_id, node_type, ...)
-/// btree, whatever the statistics say).
-///
-/// Parameters: $1 query, $2 workspace, $3 node type, $4 caller's role level, $5 now (ms) — as
-/// the `NEAREST_*` statements — then $6 `ef_search`, $7 `iterative_scan`, $8
-/// `max_scan_tuples`, $9 `exact_max_entries`.
-pub fn nearest_function_ddl() -> String {
-    format!(
-        "CREATE OR REPLACE FUNCTION patchbay_semantic_nearest(vector, text, text, smallint, bigint, integer, text, integer, integer)
-         RETURNS TABLE (id text, result text, execution_ms bigint, created_at bigint, distance double precision)
-         LANGUAGE plpgsql SET enable_sort = off AS $fn$
-         #variable_conflict use_column
-         DECLARE
-             scope_entries bigint;
-         BEGIN
-             PERFORM set_config('hnsw.ef_search', $6::text, true), set_config('hnsw.iterative_scan', $7, true),
-                     set_config('hnsw.max_scan_tuples', $8::text, true);
-             IF $9 > 0 THEN
-                 SELECT COUNT(*) INTO scope_entries FROM (SELECT 1 FROM semantic_cache
-                     WHERE workspace_id = $2 AND node_type = $3 LIMIT $9 + 1) AS scope;
-                 IF scope_entries <= $9 THEN
-                     RETURN QUERY {NEAREST_EXACT};
-                     RETURN;
-                 END IF;
-             END IF;
-             IF $7 = 'relaxed_order' THEN
-                 RETURN QUERY {NEAREST_RELAXED};
-             ELSE
-                 RETURN QUERY {NEAREST_STRICT};
-             END IF;
-         END
-         $fn$"
-    )
-}
-
-/// Calls [`nearest_function_ddl`]'s function.
-pub const NEAREST_CALL: &str = "SELECT id, result, execution_ms, created_at, distance \
-     FROM patchbay_semantic_nearest($1::vector, $2, $3, $4, $5, $6, $7, $8, $9)";
-
-/// For `EXPLAIN`: applies the function's settings in the current transaction (`SET LOCAL`) and
-/// makes its choice of statement. Returns the statement and the scope's count when it is
-/// within the bound. Tests check that the function chooses alike.
+/// `enable_sort = off` makes the planner take the HNSW index's order rather than sort a btree
+/// range: with statistics that predate a workspace's growth it would otherwise estimate a
+/// handful of rows and compare every one of them (31 ms at 10,000 entries, seconds at
+/// 1,000,000), switching plans whenever autovacuum analyzes. The exact statement sorts a small
+/// scope either way (no plan avoids that sort).
 pub async fn prepare_lookup(
     conn: &mut PgConnection,
     search: &SemanticSearch,
@@ -285,9 +243,7 @@ fn semantic_ddl(dimensions: u32) -> String {
         {HNSW_INDEX_DDL};
         CREATE INDEX IF NOT EXISTS semantic_cache_prompt ON semantic_cache (workspace_id, node_type, prompt_hash);
         CREATE INDEX IF NOT EXISTS semantic_cache_lru ON semantic_cache (workspace_id, last_used_at, id);
-        CREATE INDEX IF NOT EXISTS semantic_cache_expiry ON semantic_cache (expires_at);
-        {function};",
-        function = nearest_function_ddl()
+        CREATE INDEX IF NOT EXISTS semantic_cache_expiry ON semantic_cache (expires_at);"
     )
 }
 
@@ -307,11 +263,8 @@ impl PostgresStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some(stored) = stored {
-            super::sqlite::check_dimensions(&stored, dimensions)?;
-            // Every start: a server of a newer version may have changed the function.
-            sqlx::Executor::execute(&mut *tx, nearest_function_ddl().as_str()).await?;
             tx.commit().await?;
-            return Ok(());
+            return super::sqlite::check_dimensions(&stored, dimensions);
         }
         let ddl = semantic_ddl(dimensions);
         sqlx::Executor::execute(&mut *tx, ddl.as_str()).await?;
@@ -395,39 +348,28 @@ impl PostgresStore {
         search: &SemanticSearch,
     ) -> StoreResult<Option<SemanticHit>> {
         let mut conn = self.acquire().await?;
-        Ok(nearest(&mut conn, scope, query, search).await?)
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let (sql, _) = prepare_lookup(&mut tx, search, scope.workspace_id, scope.node_type).await?;
+        let row: Option<(String, String, Option<i64>, i64, f64)> = sqlx::query_as(sql)
+            .bind(vector::to_pgvector_text(query))
+            .bind(scope.workspace_id)
+            .bind(scope.node_type)
+            .bind(scope.max_role.level())
+            .bind(scope.now_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row.map(
+            |(id, result, execution_ms, created_at_ms, distance)| SemanticHit {
+                id,
+                // pgvector answers 1 - similarity; undoing that is exact for similarities from 0.5 to 1.
+                similarity: (1.0 - distance).clamp(-1.0, 1.0),
+                result,
+                execution_ms,
+                created_at_ms,
+            },
+        ))
     }
-}
-
-/// One lookup through [`nearest_function_ddl`]'s function, on `conn`.
-pub async fn nearest(
-    conn: &mut PgConnection,
-    scope: &SemanticScope<'_>,
-    query: &[f32],
-    search: &SemanticSearch,
-) -> Result<Option<SemanticHit>, sqlx::Error> {
-    let row: Option<(String, String, Option<i64>, i64, f64)> = sqlx::query_as(NEAREST_CALL)
-        .bind(vector::to_pgvector_text(query))
-        .bind(scope.workspace_id)
-        .bind(scope.node_type)
-        .bind(scope.max_role.level())
-        .bind(scope.now_ms)
-        .bind(search.ef_search.clamp(1, 1000) as i32)
-        .bind(search.iterative_scan.as_str())
-        .bind(search.max_scan_tuples.clamp(1, i32::MAX as u32) as i32)
-        .bind(search.exact_max_entries.min(i32::MAX as u32 - 1) as i32)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.map(
-        |(id, result, execution_ms, created_at_ms, distance)| SemanticHit {
-            id,
-            // pgvector answers 1 - similarity; undoing that is exact for similarities from 0.5 to 1.
-            similarity: (1.0 - distance).clamp(-1.0, 1.0),
-            result,
-            execution_ms,
-            created_at_ms,
-        },
-    ))
 }
 
 sql::impl_sql_store!(PostgresStore, "postgres");
