@@ -19,9 +19,14 @@ macro_rules! say {
     ($($arg:tt)*) => { eprintln!("xtask: {}", format_args!($($arg)*)) };
 }
 
-/// The repository root: xtask lives one level below it.
+/// The repository root: xtask lives one level below it. `cargo run` (so `cargo xtask`) sets
+/// `CARGO_MANIFEST_DIR` for the process; it wins over the compile-time value, which a binary
+/// kept in a shared target dir may carry from another clone built from the same sources.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("xtask has a parent directory")
         .to_path_buf()
