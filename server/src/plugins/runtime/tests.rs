@@ -104,6 +104,29 @@ async fn hello_answers() {
     assert_eq!(body, b"Hello, world!");
 }
 
+/// Every request gets a fresh instance whose memory starts from the component's image, also
+/// when it lands in a pool slot an earlier request used (slots are reset by copying back only
+/// the pages a guest dirtied): `hello` counts its requests in a static and must say 1 each time.
+#[tokio::test]
+async fn every_request_gets_a_fresh_instance_memory() {
+    for i in 0..20 {
+        let response = runtime()
+            .handle(
+                &plugin("hello"),
+                &limits("hello"),
+                get(&format!("/hello/{i}")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers.get("x-instance-requests").unwrap(),
+            "1",
+            "request {i}"
+        );
+        collect(response.body).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn hello_sees_headers_but_never_authorization() {
     let mut req = get("/hello/x");
