@@ -422,6 +422,12 @@ async fn failures_cost_only_their_own_request() {
         );
     }
     assert!(scrape.contains("patchbay_plugin_healthy{plugin=\"hello\"} 1"));
+    assert!(
+        scrape.lines().any(|l| l
+            .starts_with("patchbay_plugin_instantiation_seconds_count{plugin=\"hello\"}")
+            && !l.ends_with(" 0")),
+        "instantiation timed"
+    );
 }
 
 /// Fires `n` concurrent requests and counts answers by status.

@@ -358,6 +358,14 @@ pub const FAMILIES: &[Family] = &[
         max_series: PLUGIN_SERIES,
     },
     Family {
+        name: PLUGIN_INSTANTIATION_SECONDS,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "Time to instantiate a plugin's component for one request.",
+        labels: &["plugin"],
+        max_series: PLUGIN_SERIES,
+    },
+    Family {
         name: PLUGIN_AUTOLOAD_SECONDS,
         kind: Kind::Histogram,
         unit: Some(Unit::Seconds),

@@ -30,6 +30,7 @@ pub const PLUGIN_BUSY_INSTANCES: &str = "patchbay_plugin_busy_instances";
 pub const PLUGIN_CAPACITY: &str = "patchbay_plugin_capacity";
 pub const PLUGIN_QUEUE_WAIT_SECONDS: &str = "patchbay_plugin_queue_wait_seconds";
 pub const PLUGIN_EXECUTION_SECONDS: &str = "patchbay_plugin_execution_seconds";
+pub const PLUGIN_INSTANTIATION_SECONDS: &str = "patchbay_plugin_instantiation_seconds";
 pub const PLUGIN_AUTOLOAD_SECONDS: &str = "patchbay_plugin_autoload_seconds";
 pub const PLUGIN_AUTOLOAD_TOTAL: &str = "patchbay_plugin_autoload_total";
 pub const PLUGIN_COMPILES_TOTAL: &str = "patchbay_plugin_compiles_total";

@@ -13,6 +13,8 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use crate::telemetry::names::PLUGIN_INSTANTIATION_SECONDS;
+
 use super::body::{AbortOnDrop, GuestBody, ResponseBody};
 use super::error::classify;
 use super::host::Host;
@@ -49,7 +51,7 @@ pub(super) async fn handle(
     let (done_tx, done_rx) = oneshot::channel();
     let pre = plugin.pre().clone();
     let task = rt.guest.handle().spawn(async move {
-        let outcome = run(pre, host, guard, request, head_tx, deadline).await;
+        let outcome = run(pre, host, guard, request, head_tx, deadline, &plugin_name).await;
         if let Err(err) = &outcome {
             tracing::debug!(target: super::log::GUEST_LOG_TARGET, plugin = %plugin_name, error = %err, "plugin request failed");
         }
@@ -157,6 +159,7 @@ async fn run(
     request: hyper::Request<GuestBody>,
     head_tx: oneshot::Sender<Head>,
     deadline: Instant,
+    plugin_name: &Arc<str>,
 ) -> Result<(), ExecError> {
     let mut instance = Instance {
         store: Store::new(pre.engine(), host),
@@ -189,10 +192,13 @@ async fn run(
     let out = http.new_response_outparam(head_tx).map_err(internal)?;
 
     let call = async {
+        let instantiating = std::time::Instant::now();
         let proxy = pre
             .instantiate_async(&mut *store)
             .await
             .map_err(|err| (true, err))?;
+        metrics::histogram!(PLUGIN_INSTANTIATION_SECONDS, "plugin" => plugin_name.to_string())
+            .record(instantiating.elapsed().as_secs_f64());
         proxy
             .wasi_http_incoming_handler()
             .call_handle(&mut *store, req, out)
