@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use super::json::Json;
+use super::json::{Json, JsonPath as _};
 use super::{Flags, report};
 use crate::postgres::Postgres;
 use crate::util::{self, TempDir};
@@ -330,17 +330,14 @@ fn run_one(
     }
     let path = out_dir.join(format!("{}-{entries}.json", backend.name()));
     fs::write(&path, stdout.as_bytes())?;
-    let mut json = Json::parse(&stdout)
+    let mut json = serde_json::from_str::<Json>(&stdout)
         .with_context(|| format!("reading the output of `{}`", util::display(&cmd)))?;
     // What else ran meanwhile: the 1-minute load average as the run ends (the benchmark's own
     // lookups count about 1).
     if let Json::Object(map) = &mut json {
         let load = report::load_average();
         let one: Option<f64> = load.split(' ').next().and_then(|l| l.parse().ok());
-        map.insert(
-            "load_average_1m".into(),
-            one.map_or(Json::Null, Json::Number),
-        );
+        map.insert("load_average_1m".into(), one.map_or(Json::Null, Json::from));
     }
     say!(
         "{} {entries}: p50 {} ms, p99 {} ms, recall@1 {}, insert {}/s",
@@ -621,13 +618,13 @@ mod tests {
 
     #[test]
     fn renders_rows_targets_and_bulk_notes() {
-        let sqlite = Json::parse(
+        let sqlite = serde_json::from_str::<Json>(
             r#"{"backend": "sqlite", "entries": 100000, "insert": {"per_second": 1400},
                 "lookup": {"first_ms": 300.1, "p50_ms": 9.5, "p99_ms": 14.25, "throughput_per_second": 180},
                 "recall_at_1": 1.0, "search": {"method": "exact scan of the in-memory index"}}"#,
         )
         .unwrap();
-        let pg = Json::parse(
+        let pg = serde_json::from_str::<Json>(
             r#"{"backend": "postgres", "entries": 1000000,
                 "insert": {"per_second": 900, "copy_seconds": 100, "index_seconds": 1000,
                            "maintenance_work_mem": "4GB", "parallel_maintenance_workers": 1},
