@@ -197,7 +197,7 @@ async fn run(
             .instantiate_async(&mut *store)
             .await
             .map_err(|err| (true, err))?;
-        metrics::histogram!(PLUGIN_INSTANTIATION_SECONDS, "plugin" => plugin_name.to_string())
+        metrics::histogram!(PLUGIN_INSTANTIATION_SECONDS, "plugin" => Arc::clone(plugin_name))
             .record(instantiating.elapsed().as_secs_f64());
         proxy
             .wasi_http_incoming_handler()
