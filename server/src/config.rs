@@ -10,7 +10,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::store::cache::IterativeScan;
+use crate::store::cache::{IterativeScan, SemanticTable};
 
 /// Environment variables with this prefix configure the server.
 pub const ENV_PREFIX: &str = "PATCHBAY_";
@@ -211,6 +211,13 @@ pub struct SemanticCacheConfig {
     pub max_prompt_bytes: usize,
     /// PostgreSQL: HNSW candidates per search (`hnsw.ef_search`).
     pub ef_search: u32,
+    /// PostgreSQL: the HNSW graph's neighbours per element (pgvector's `m`). Fixed when the
+    /// index is built (first start, `patchbay cache reindex`); a larger graph finds the
+    /// nearest entry at a lower `ef_search` but inserts more slowly (`bench/cache.md`).
+    pub hnsw_m: u32,
+    /// PostgreSQL: candidates considered while inserting into the HNSW graph
+    /// (`ef_construction`, at least `2 * hnsw_m`). Fixed when the index is built.
+    pub hnsw_ef_construction: u32,
     /// PostgreSQL: pgvector's iterative index scan (`relaxed_order`, `strict_order`; `off` only
     /// for comparisons: filters then hide matches).
     pub iterative_scan: IterativeScan,
@@ -285,6 +292,17 @@ impl Default for ExactCacheConfig {
     }
 }
 
+impl SemanticCacheConfig {
+    /// How the semantic table and its index are created.
+    pub fn table(&self) -> SemanticTable {
+        SemanticTable {
+            dimensions: self.dimensions,
+            hnsw_m: self.hnsw_m,
+            hnsw_ef_construction: self.hnsw_ef_construction,
+        }
+    }
+}
+
 impl Default for SemanticCacheConfig {
     fn default() -> Self {
         Self {
@@ -295,6 +313,8 @@ impl Default for SemanticCacheConfig {
             ttl_seconds: [("agent".to_string(), 86_400)].into_iter().collect(),
             max_prompt_bytes: 64 * 1024,
             ef_search: 100,
+            hnsw_m: SemanticTable::DEFAULT_HNSW_M,
+            hnsw_ef_construction: SemanticTable::DEFAULT_HNSW_EF_CONSTRUCTION,
             iterative_scan: IterativeScan::RelaxedOrder,
             max_scan_tuples: 20_000,
             exact_search_max_entries: 1_000,
@@ -868,6 +888,23 @@ impl CacheConfig {
                 "a whole number from 1 to 1000",
             ));
         }
+        // pgvector's bounds: m from 2 to 100, ef_construction from 4 to 1000 and >= 2 * m.
+        if !(2..=100).contains(&semantic.hnsw_m) {
+            return Err(invalid(
+                "cache.semantic.hnsw_m",
+                semantic.hnsw_m,
+                "a whole number from 2 to 100",
+            ));
+        }
+        if !(4..=1000).contains(&semantic.hnsw_ef_construction)
+            || semantic.hnsw_ef_construction < 2 * semantic.hnsw_m
+        {
+            return Err(invalid(
+                "cache.semantic.hnsw_ef_construction",
+                semantic.hnsw_ef_construction,
+                "a whole number from 4 to 1000, at least twice cache.semantic.hnsw_m",
+            ));
+        }
         if let Some(url) = &self.embedder.url {
             let ok = url::Url::parse(url)
                 .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
@@ -978,6 +1015,29 @@ mod tests {
                 err.contains("log.sample_rate") && err.contains("1.5"),
                 "{err}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn hnsw_graph_parameters_have_pgvectors_bounds() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None).unwrap();
+            assert_eq!(
+                config.cache.semantic.table(),
+                SemanticTable::new(config.cache.semantic.dimensions)
+            );
+            jail.set_env("PATCHBAY_CACHE__SEMANTIC__HNSW_M", "32");
+            jail.set_env("PATCHBAY_CACHE__SEMANTIC__HNSW_EF_CONSTRUCTION", "128");
+            let table = Config::load(None).unwrap().cache.semantic.table();
+            assert_eq!((table.hnsw_m, table.hnsw_ef_construction), (32, 128));
+            // ef_construction below 2 * m is refused, as pgvector would refuse the index.
+            jail.set_env("PATCHBAY_CACHE__SEMANTIC__HNSW_EF_CONSTRUCTION", "63");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("cache.semantic.hnsw_ef_construction"), "{err}");
+            jail.set_env("PATCHBAY_CACHE__SEMANTIC__HNSW_M", "1");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("cache.semantic.hnsw_m"), "{err}");
             Ok(())
         });
     }

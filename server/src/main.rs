@@ -265,7 +265,10 @@ fn main() -> ExitCode {
             };
             let options = patchbay::cache::bench::BenchOptions {
                 entries,
-                dimensions,
+                table: patchbay::store::cache::SemanticTable {
+                    dimensions,
+                    ..config.cache.semantic.table()
+                },
                 queries,
                 recall_queries,
                 concurrency,
@@ -369,7 +372,7 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     // The semantic table's shape comes from the configuration, not from a migration.
     store
         .cache()
-        .prepare_semantic(config.cache.semantic.dimensions)
+        .prepare_semantic(&config.cache.semantic.table())
         .await?;
     eprintln!("patchbay: {} migrations are up to date", store.backend());
     Ok(())
@@ -380,7 +383,10 @@ async fn reindex(config: Config, dimensions: u32) -> anyhow::Result<()> {
     check.cache.semantic.dimensions = dimensions;
     check.validate()?;
     let store = store::open(&config).await?;
-    let dropped = store.cache().reindex_semantic(dimensions).await?;
+    let dropped = store
+        .cache()
+        .reindex_semantic(&check.cache.semantic.table())
+        .await?;
     eprintln!(
         "patchbay: the semantic cache is empty and takes {dimensions}-dimension embeddings ({dropped} entries dropped); \
          set cache.semantic.dimensions = {dimensions} (PATCHBAY_CACHE__SEMANTIC__DIMENSIONS={dimensions})"

@@ -17,13 +17,14 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use crate::clock;
-use crate::store::cache::{NewSemanticEntry, SemanticScope, SemanticSearch};
+use crate::store::cache::{NewSemanticEntry, SemanticScope, SemanticSearch, SemanticTable};
 use crate::store::{Role, Store, postgres, vector};
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub entries: usize,
-    pub dimensions: u32,
+    /// The embeddings' dimension and the HNSW index's build parameters.
+    pub table: SemanticTable,
     /// Lookups timed one at a time (p50, p99) and again concurrently (throughput).
     pub queries: usize,
     /// Lookups whose answer is compared with an exact search (recall@1).
@@ -67,7 +68,7 @@ pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Resul
         !options.bulk_load || postgres_url.is_some(),
         "--bulk-load needs --database-url postgres://..."
     );
-    store.cache().prepare_semantic(options.dimensions).await?;
+    store.cache().prepare_semantic(&options.table).await?;
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let ours = store
         .create_workspace(&format!("bench-{}", &suffix[..12]), clock::now_ms())
@@ -77,7 +78,7 @@ pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Resul
         .await?;
 
     let mut rng = StdRng::seed_from_u64(options.seed);
-    let dims = options.dimensions as usize;
+    let dims = options.table.dimensions as usize;
     let vectors = clustered(&mut rng, options.entries, dims);
     let foreign: Vec<bool> = (0..options.entries)
         .map(|_| rng.random_bool(options.foreign_fraction.clamp(0.0, 1.0)))
@@ -103,7 +104,7 @@ pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Resul
     );
     let insert = match postgres_url {
         Some(url) if options.bulk_load => {
-            bulk_load(url, &rows, &options.maintenance_work_mem).await?
+            bulk_load(url, &rows, &options.table, &options.maintenance_work_mem).await?
         }
         _ => insert_one_by_one(&store, &rows, options.concurrency).await?,
     };
@@ -263,7 +264,11 @@ pub async fn run(store: Arc<dyn Store>, options: &BenchOptions) -> anyhow::Resul
         "backend": store.backend(),
         "entries": options.entries,
         "workspace_entries": our_rows.len(),
-        "dimensions": options.dimensions,
+        "dimensions": options.table.dimensions,
+        "hnsw": (!sqlite).then(|| json!({
+            "m": options.table.hnsw_m,
+            "ef_construction": options.table.hnsw_ef_construction,
+        })),
         "insert": insert,
         // The first setting's figures; `sweep` has every setting's.
         "lookup": results[0]["lookup"],
@@ -415,7 +420,12 @@ async fn insert_one_by_one(
 /// PostgreSQL: drops the HNSW index, COPYs the rows in (with the usage counts the insert path
 /// keeps), then builds the index once, as one would load a large cache. Use a scratch
 /// database: the index is dropped and rebuilt for the whole table.
-async fn bulk_load(url: &str, rows: &Rows, maintenance_work_mem: &str) -> anyhow::Result<Value> {
+async fn bulk_load(
+    url: &str,
+    rows: &Rows,
+    table: &SemanticTable,
+    maintenance_work_mem: &str,
+) -> anyhow::Result<Value> {
     use sqlx::Connection as _;
     anyhow::ensure!(
         !maintenance_work_mem.is_empty()
@@ -477,7 +487,7 @@ async fn bulk_load(url: &str, rows: &Rows, maintenance_work_mem: &str) -> anyhow
     )
     .await?;
     let t = Instant::now();
-    sqlx::query(postgres::HNSW_INDEX_DDL)
+    sqlx::query(&postgres::hnsw_index_ddl(table))
         .execute(&mut conn)
         .await?;
     let index_seconds = t.elapsed().as_secs_f64();
@@ -506,14 +516,20 @@ async fn postgres_facts(
 ) -> anyhow::Result<Value> {
     use sqlx::Connection as _;
     let mut conn = sqlx::PgConnection::connect(url).await?;
-    let (version, pgvector, shared_buffers, work_mem): (String, Option<String>, String, String) =
-        sqlx::query_as(
-            "SELECT current_setting('server_version'), \
-             (SELECT extversion FROM pg_extension WHERE extname = 'vector'), \
-             current_setting('shared_buffers'), current_setting('work_mem')",
-        )
-        .fetch_one(&mut conn)
-        .await?;
+    let (version, pgvector, shared_buffers, work_mem, huge_pages): (
+        String,
+        Option<String>,
+        String,
+        String,
+        Option<String>,
+    ) = sqlx::query_as(
+        "SELECT current_setting('server_version'), \
+         (SELECT extversion FROM pg_extension WHERE extname = 'vector'), \
+         current_setting('shared_buffers'), current_setting('work_mem'), \
+         current_setting('huge_pages_status', true)",
+    )
+    .fetch_one(&mut conn)
+    .await?;
     let sizes: (i64, i64, i64) = sqlx::query_as(
         "SELECT pg_table_size('semantic_cache'), pg_relation_size('semantic_cache_embedding'), \
          pg_indexes_size('semantic_cache')",
@@ -536,6 +552,9 @@ async fn postgres_facts(
         "pgvector": pgvector,
         "shared_buffers": shared_buffers,
         "work_mem": work_mem,
+        // PostgreSQL 17+: whether shared memory is on huge pages (fewer TLB misses in the
+        // HNSW walk's buffer lookups).
+        "huge_pages": huge_pages,
         "table_bytes": sizes.0,
         "hnsw_index_bytes": sizes.1,
         "all_indexes_bytes": sizes.2,

@@ -199,7 +199,7 @@ impl Caches {
     ) -> anyhow::Result<Self> {
         store
             .cache()
-            .prepare_semantic(config.semantic.dimensions)
+            .prepare_semantic(&config.semantic.table())
             .await?;
         let labeled = config
             .exact

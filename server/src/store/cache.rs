@@ -153,6 +153,32 @@ impl IterativeScan {
     }
 }
 
+/// How the semantic table is created: the embeddings' dimension and, on PostgreSQL, the
+/// HNSW index's build parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SemanticTable {
+    pub dimensions: u32,
+    /// PostgreSQL's HNSW graph: neighbours per element and layer (pgvector's `m`; twice as
+    /// many on the bottom layer) and candidates considered while inserting
+    /// (`ef_construction`). They are fixed when the index is built.
+    pub hnsw_m: u32,
+    pub hnsw_ef_construction: u32,
+}
+
+impl SemanticTable {
+    /// pgvector's defaults for the graph.
+    pub const DEFAULT_HNSW_M: u32 = 16;
+    pub const DEFAULT_HNSW_EF_CONSTRUCTION: u32 = 64;
+
+    pub fn new(dimensions: u32) -> Self {
+        Self {
+            dimensions,
+            hnsw_m: Self::DEFAULT_HNSW_M,
+            hnsw_ef_construction: Self::DEFAULT_HNSW_EF_CONSTRUCTION,
+        }
+    }
+}
+
 /// Index search settings (PostgreSQL; SQLite searches exactly and ignores them).
 #[derive(Debug, Clone, Copy)]
 pub struct SemanticSearch {
@@ -199,12 +225,13 @@ pub struct Purged {
 
 #[async_trait]
 pub trait CacheStore: Send + Sync {
-    /// Makes sure the semantic table exists for `dimensions`. Fails with
-    /// [`super::StoreError::DimensionMismatch`] when it was created with another dimension.
-    async fn prepare_semantic(&self, dimensions: u32) -> StoreResult<()>;
-    /// Drops every semantic entry and recreates the table for `dimensions`. Returns the number
-    /// of entries dropped.
-    async fn reindex_semantic(&self, dimensions: u32) -> StoreResult<u64>;
+    /// Makes sure the semantic table exists as `table` says. Fails with
+    /// [`super::StoreError::DimensionMismatch`] when it was created with another dimension;
+    /// an existing index keeps the HNSW parameters it was built with.
+    async fn prepare_semantic(&self, table: &SemanticTable) -> StoreResult<()>;
+    /// Drops every semantic entry and recreates the table (and its index) as `table` says.
+    /// Returns the number of entries dropped.
+    async fn reindex_semantic(&self, table: &SemanticTable) -> StoreResult<u64>;
 
     /// Stores an entry, replacing one with the same key and required role, then evicts the
     /// workspace's least recently used entries above `cap`. Returns how many were evicted.

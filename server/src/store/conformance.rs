@@ -413,6 +413,7 @@ async fn postgres_passes_the_suite() {
 
 use crate::store::cache::{
     CacheKind, IterativeScan, NewExactEntry, NewSemanticEntry, SemanticScope, SemanticSearch,
+    SemanticTable,
 };
 
 const DAY_MS: i64 = 86_400_000;
@@ -468,10 +469,16 @@ async fn run_cache_suite(store: &dyn Store) {
     let now = 1_000_000;
 
     // The semantic dimension is fixed once; another is refused until a re-index.
-    cache.prepare_semantic(4).await.unwrap();
-    cache.prepare_semantic(4).await.unwrap();
+    cache
+        .prepare_semantic(&SemanticTable::new(4))
+        .await
+        .unwrap();
+    cache
+        .prepare_semantic(&SemanticTable::new(4))
+        .await
+        .unwrap();
     assert!(matches!(
-        cache.prepare_semantic(8).await,
+        cache.prepare_semantic(&SemanticTable::new(8)).await,
         Err(StoreError::DimensionMismatch {
             stored: 4,
             configured: 8
@@ -892,10 +899,19 @@ async fn run_cache_suite(store: &dyn Store) {
         )
         .await
         .unwrap();
-    assert_eq!(cache.reindex_semantic(8).await.unwrap(), 1);
-    cache.prepare_semantic(8).await.unwrap();
+    assert_eq!(
+        cache
+            .reindex_semantic(&SemanticTable::new(8))
+            .await
+            .unwrap(),
+        1
+    );
+    cache
+        .prepare_semantic(&SemanticTable::new(8))
+        .await
+        .unwrap();
     assert!(matches!(
-        cache.prepare_semantic(4).await,
+        cache.prepare_semantic(&SemanticTable::new(4)).await,
         Err(StoreError::DimensionMismatch {
             stored: 8,
             configured: 4
@@ -973,7 +989,10 @@ async fn postgres_iterative_scans_find_our_entry_behind_other_workspaces_neighbo
         .await
         .unwrap();
     let cache = store.cache();
-    cache.prepare_semantic(dims as u32).await.unwrap();
+    cache
+        .prepare_semantic(&SemanticTable::new(dims as u32))
+        .await
+        .unwrap();
     let ours = store.create_workspace("ours", 1).await.unwrap().id;
     let theirs = store.create_workspace("theirs", 1).await.unwrap().id;
     let now = 1_000_000;
@@ -1092,6 +1111,52 @@ async fn postgres_iterative_scans_find_our_entry_behind_other_workspaces_neighbo
     );
 }
 
+/// The HNSW index is built with the configured graph, and a reindex rebuilds it with new
+/// parameters.
+#[tokio::test]
+async fn postgres_builds_the_hnsw_index_with_the_configured_graph() {
+    use sqlx::Connection as _;
+    let url = crate::testing::fresh_postgres_database().await;
+    let store = PostgresStore::connect(&url, &PoolOptions::default())
+        .await
+        .unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let table = SemanticTable {
+        dimensions: 4,
+        hnsw_m: 8,
+        hnsw_ef_construction: 40,
+    };
+    let mut built = Vec::new();
+    for table in [
+        table,
+        SemanticTable {
+            hnsw_m: 24,
+            hnsw_ef_construction: 96,
+            ..table
+        },
+    ] {
+        if built.is_empty() {
+            store.cache().prepare_semantic(&table).await.unwrap();
+        } else {
+            store.cache().reindex_semantic(&table).await.unwrap();
+        }
+        let options: Vec<String> = sqlx::query_scalar(
+            "SELECT reloptions FROM pg_class WHERE relname = 'semantic_cache_embedding'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        built.push(options);
+    }
+    assert_eq!(
+        built,
+        [
+            ["m=8", "ef_construction=40"],
+            ["m=24", "ef_construction=96"]
+        ]
+    );
+}
+
 /// Statistics taken before a workspace grew say it has a row or two; left to itself the
 /// planner then reads the workspace's btree range and sorts every row by distance (31 ms at
 /// 10,000 entries, seconds at a million), and flips back when autovacuum analyzes. Lookups
@@ -1105,7 +1170,10 @@ async fn postgres_large_scopes_use_the_hnsw_index_despite_stale_statistics() {
         .await
         .unwrap();
     let cache = store.cache();
-    cache.prepare_semantic(dims as u32).await.unwrap();
+    cache
+        .prepare_semantic(&SemanticTable::new(dims as u32))
+        .await
+        .unwrap();
     let other = store.create_workspace("other", 1).await.unwrap().id;
     let ours = store.create_workspace("ours", 1).await.unwrap().id;
     let now = 1_000_000;
@@ -1144,19 +1212,31 @@ async fn postgres_large_scopes_use_the_hnsw_index_despite_stale_statistics() {
         ..SemanticSearch::default()
     };
     let query = crate::store::vector::to_pgvector_text(&axis(0, dims));
-    // EXPLAIN of the statement a lookup would run, after `prepare_lookup` when `prepared`.
-    let explain = |prepared: bool, search: SemanticSearch| {
+    // EXPLAIN of the statement a lookup would run, after it was prepared as `prepared` says.
+    #[derive(Clone, Copy)]
+    enum Prepared {
+        Not,
+        Counted,
+        KnownLarge,
+    }
+    let explain = |prepared: Prepared, search: SemanticSearch| {
         let (url, ours, query) = (url.clone(), ours.clone(), query.clone());
         async move {
             let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
             let mut tx = conn.begin().await.unwrap();
-            let statement = if prepared {
-                crate::store::postgres::prepare_lookup(&mut tx, &search, &ours, "agent")
-                    .await
-                    .unwrap()
-                    .0
-            } else {
-                crate::store::postgres::nearest_statement(&search, None)
+            let statement = match prepared {
+                Prepared::Not => crate::store::postgres::nearest_statement(&search, None),
+                Prepared::Counted => {
+                    crate::store::postgres::prepare_lookup(&mut tx, &search, &ours, "agent")
+                        .await
+                        .unwrap()
+                        .0
+                }
+                Prepared::KnownLarge => {
+                    crate::store::postgres::prepare_large_scope_lookup(&mut tx, &search)
+                        .await
+                        .unwrap()
+                }
             };
             let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {statement}"))
                 .bind(query)
@@ -1170,21 +1250,23 @@ async fn postgres_large_scopes_use_the_hnsw_index_despite_stale_statistics() {
             (statement, plan.join("\n"))
         }
     };
-    let (_, unguided) = explain(false, search).await;
+    let (_, unguided) = explain(Prepared::Not, search).await;
     assert!(
         !unguided.contains("semantic_cache_embedding"),
         "the planner alone sorts the workspace's rows: {unguided}"
     );
-    let (statement, guided) = explain(true, search).await;
-    assert_ne!(
-        statement,
-        crate::store::postgres::NEAREST_EXACT,
-        "above exact_max_entries"
-    );
-    assert!(
-        guided.contains("semantic_cache_embedding"),
-        "the lookup's settings make it use the index: {guided}"
-    );
+    for prepared in [Prepared::Counted, Prepared::KnownLarge] {
+        let (statement, guided) = explain(prepared, search).await;
+        assert_ne!(
+            statement,
+            crate::store::postgres::NEAREST_EXACT,
+            "above exact_max_entries"
+        );
+        assert!(
+            guided.contains("semantic_cache_embedding"),
+            "the lookup's settings make it use the index: {guided}"
+        );
+    }
     // The relaxed statement re-orders all ten rows it fetches: were the CTE taken as sorted
     // by the final ORDER BY, an incremental sort would read only its first rows.
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
@@ -1227,19 +1309,24 @@ async fn postgres_large_scopes_use_the_hnsw_index_despite_stale_statistics() {
     );
     tx.commit().await.unwrap();
     drop(conn);
+    let scope = SemanticScope {
+        workspace_id: &ours,
+        node_type: "agent",
+        max_role: Role::Read,
+        now_ms: now,
+    };
     let hit = cache
-        .semantic_nearest(
-            &SemanticScope {
-                workspace_id: &ours,
-                node_type: "agent",
-                max_role: Role::Read,
-                now_ms: now,
-            },
-            &axis(0, dims),
-            &search,
-        )
+        .semantic_nearest(&scope, &axis(0, dims), &search)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(hit.similarity, 1.0);
+    // The scope was counted as large once; the next lookup skips the count and finds the same.
+    assert!(store.large_scopes.is_large(&ours, "agent"));
+    let again = cache
+        .semantic_nearest(&scope, &axis(0, dims), &search)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.id, hit.id);
 }

@@ -5,6 +5,7 @@
 //! both held to the same conformance suite (`conformance.rs`).
 
 pub mod cache;
+mod large_scopes;
 pub mod postgres;
 mod sql;
 pub mod sqlite;

@@ -8,7 +8,10 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::mpsc;
 
-use super::cache::{IterativeScan, NewSemanticEntry, SemanticHit, SemanticScope, SemanticSearch};
+use super::cache::{
+    IterativeScan, NewSemanticEntry, SemanticHit, SemanticScope, SemanticSearch, SemanticTable,
+};
+use super::large_scopes::LargeScopes;
 use super::vector_index::Writer;
 use super::{PoolOptions, StoreResult, WORKFLOW_CHANNEL, WorkflowChange, sql, vector};
 
@@ -20,6 +23,8 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 pub struct PostgresStore {
     pub(super) pool: PgPool,
     connect: PgConnectOptions,
+    /// Semantic scopes known to be too large for an exact search (not counted again).
+    pub(super) large_scopes: LargeScopes,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -39,7 +44,11 @@ impl PostgresStore {
             .await?;
         // Many nodes may start at once: sqlx takes an advisory lock so one migrates at a time.
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, connect })
+        Ok(Self {
+            pool,
+            connect,
+            large_scopes: LargeScopes::default(),
+        })
     }
 
     async fn acquire(&self) -> StoreResult<PoolConnection<Postgres>> {
@@ -187,21 +196,45 @@ pub async fn prepare_lookup(
     let limit = u64::from(search.exact_max_entries) + 1;
     // `limit` is a number from the configuration, never request text.
     let sql = format!(
-        "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM semantic_cache WHERE workspace_id = $1 AND node_type = $2 \
-         LIMIT {limit}) AS scope), set_config('hnsw.ef_search', $3, true), set_config('hnsw.iterative_scan', $4, true), \
-         set_config('hnsw.max_scan_tuples', $5, true), set_config('enable_sort', 'off', true)"
+        "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM semantic_cache WHERE workspace_id = $4 AND node_type = $5 \
+         LIMIT {limit}) AS scope), {SEARCH_SETTINGS}"
     );
-    let (count, ..): (i64, String, String, String, String) = sqlx::query_as(&sql)
-        .bind(workspace_id)
-        .bind(node_type)
-        .bind(search.ef_search.clamp(1, 1000).to_string())
-        .bind(search.iterative_scan.as_str())
-        .bind(search.max_scan_tuples.max(1).to_string())
-        .fetch_one(conn)
-        .await?;
+    let (count, ..): (i64, String, String, String, String) =
+        bind_search_settings(sqlx::query_as(&sql), search)
+            .bind(workspace_id)
+            .bind(node_type)
+            .fetch_one(conn)
+            .await?;
     let count = count.max(0) as u64;
     let entries = (search.exact_max_entries > 0 && count < limit).then_some(count);
     Ok((nearest_statement(search, entries), entries))
+}
+
+/// [`prepare_lookup`] for a scope known to be large: the settings only, no count.
+pub async fn prepare_large_scope_lookup(
+    conn: &mut PgConnection,
+    search: &SemanticSearch,
+) -> Result<&'static str, sqlx::Error> {
+    let sql = format!("SELECT {SEARCH_SETTINGS}");
+    let _: (String, String, String, String) = bind_search_settings(sqlx::query_as(&sql), search)
+        .fetch_one(conn)
+        .await?;
+    Ok(nearest_statement(search, None))
+}
+
+/// The HNSW search settings for the current transaction (`set_config(..., true)` is `SET
+/// LOCAL`), from parameters $1 to $3.
+const SEARCH_SETTINGS: &str = "set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', $2, true), \
+     set_config('hnsw.max_scan_tuples', $3, true), set_config('enable_sort', 'off', true)";
+
+fn bind_search_settings<'q, O>(
+    query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    search: &SemanticSearch,
+) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(search.ef_search.clamp(1, 1000).to_string())
+        .bind(search.iterative_scan.as_str())
+        .bind(search.max_scan_tuples.max(1).to_string())
 }
 
 /// The statement a lookup runs: exact for a scope of at most `exact_max_entries` entries,
@@ -216,12 +249,20 @@ pub fn nearest_statement(search: &SemanticSearch, scope_entries: Option<u64>) ->
     }
 }
 
-/// The HNSW cosine index over the embeddings (pgvector's defaults: m 16, ef_construction 64).
-pub const HNSW_INDEX_DDL: &str = "CREATE INDEX IF NOT EXISTS semantic_cache_embedding ON semantic_cache USING hnsw (embedding vector_cosine_ops)";
+/// The HNSW cosine index over the embeddings, built with `table`'s graph parameters (numbers
+/// checked by the configuration).
+pub fn hnsw_index_ddl(table: &SemanticTable) -> String {
+    format!(
+        "CREATE INDEX IF NOT EXISTS semantic_cache_embedding ON semantic_cache USING hnsw (embedding vector_cosine_ops) \
+         WITH (m = {}, ef_construction = {})",
+        table.hnsw_m, table.hnsw_ef_construction
+    )
+}
 
-/// The semantic table for `dimensions`, with its HNSW cosine index. `dimensions` is a number
-/// checked by the configuration, never text from a request.
-fn semantic_ddl(dimensions: u32) -> String {
+/// The semantic table for `table.dimensions`, with its HNSW cosine index. The dimension is a
+/// number checked by the configuration, never text from a request.
+fn semantic_ddl(table: &SemanticTable) -> String {
+    let (dimensions, hnsw_index) = (table.dimensions, hnsw_index_ddl(table));
     format!(
         "CREATE TABLE IF NOT EXISTS semantic_cache (
             id TEXT PRIMARY KEY,
@@ -240,7 +281,7 @@ fn semantic_ddl(dimensions: u32) -> String {
             rejected_at BIGINT,
             embedding vector({dimensions}) NOT NULL
         );
-        {HNSW_INDEX_DDL};
+        {hnsw_index};
         CREATE INDEX IF NOT EXISTS semantic_cache_prompt ON semantic_cache (workspace_id, node_type, prompt_hash);
         CREATE INDEX IF NOT EXISTS semantic_cache_lru ON semantic_cache (workspace_id, last_used_at, id);
         CREATE INDEX IF NOT EXISTS semantic_cache_expiry ON semantic_cache (expires_at);"
@@ -250,7 +291,8 @@ fn semantic_ddl(dimensions: u32) -> String {
 /// The semantic cache on PostgreSQL: a pgvector `vector(N)` column with an HNSW cosine index,
 /// created at start from `cache.semantic.dimensions` (migrations are static SQL, N is not).
 impl PostgresStore {
-    async fn prepare_semantic_table(&self, dimensions: u32) -> StoreResult<()> {
+    async fn prepare_semantic_table(&self, table: &SemanticTable) -> StoreResult<()> {
+        let dimensions = table.dimensions;
         let mut conn = self.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -266,7 +308,7 @@ impl PostgresStore {
             tx.commit().await?;
             return super::sqlite::check_dimensions(&stored, dimensions);
         }
-        let ddl = semantic_ddl(dimensions);
+        let ddl = semantic_ddl(table);
         sqlx::Executor::execute(&mut *tx, ddl.as_str()).await?;
         sqlx::query("INSERT INTO cache_meta (key, value) VALUES ($1, $2)")
             .bind(vector::DIMENSIONS_KEY)
@@ -277,7 +319,8 @@ impl PostgresStore {
         Ok(())
     }
 
-    async fn reindex_semantic_table(&self, dimensions: u32) -> StoreResult<u64> {
+    async fn reindex_semantic_table(&self, table: &SemanticTable) -> StoreResult<u64> {
+        let dimensions = table.dimensions;
         let mut conn = self.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -296,7 +339,7 @@ impl PostgresStore {
         };
         let ddl = format!(
             "DROP TABLE IF EXISTS semantic_cache; {}",
-            semantic_ddl(dimensions)
+            semantic_ddl(table)
         );
         sqlx::Executor::execute(&mut *tx, ddl.as_str()).await?;
         sqlx::query("DELETE FROM cache_usage WHERE cache = 'semantic'")
@@ -349,7 +392,20 @@ impl PostgresStore {
     ) -> StoreResult<Option<SemanticHit>> {
         let mut conn = self.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let (sql, _) = prepare_lookup(&mut tx, search, scope.workspace_id, scope.node_type).await?;
+        let sql = if self
+            .large_scopes
+            .is_large(scope.workspace_id, scope.node_type)
+        {
+            prepare_large_scope_lookup(&mut tx, search).await?
+        } else {
+            let (sql, entries) =
+                prepare_lookup(&mut tx, search, scope.workspace_id, scope.node_type).await?;
+            if entries.is_none() {
+                self.large_scopes
+                    .mark_large(scope.workspace_id, scope.node_type);
+            }
+            sql
+        };
         let row: Option<(String, String, Option<i64>, i64, f64)> = sqlx::query_as(sql)
             .bind(vector::to_pgvector_text(query))
             .bind(scope.workspace_id)

@@ -644,12 +644,12 @@ macro_rules! impl_sql_cache_store {
 
         #[async_trait::async_trait]
         impl $crate::store::cache::CacheStore for $store {
-            async fn prepare_semantic(&self, dimensions: u32) -> $crate::store::StoreResult<()> {
-                self.prepare_semantic_table(dimensions).await
+            async fn prepare_semantic(&self, table: &$crate::store::cache::SemanticTable) -> $crate::store::StoreResult<()> {
+                self.prepare_semantic_table(table).await
             }
 
-            async fn reindex_semantic(&self, dimensions: u32) -> $crate::store::StoreResult<u64> {
-                self.reindex_semantic_table(dimensions).await
+            async fn reindex_semantic(&self, table: &$crate::store::cache::SemanticTable) -> $crate::store::StoreResult<u64> {
+                self.reindex_semantic_table(table).await
             }
 
             async fn insert_exact(&self, entry: &$crate::store::cache::NewExactEntry, cap: u64) -> $crate::store::StoreResult<u64> {

@@ -11,7 +11,9 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::cache::{CacheKind, NewSemanticEntry, SemanticHit, SemanticScope, SemanticSearch};
+use super::cache::{
+    CacheKind, NewSemanticEntry, SemanticHit, SemanticScope, SemanticSearch, SemanticTable,
+};
 use super::vector_index::{self, Answer, Fallback, Partition, VectorIndex, Writer};
 use super::{PoolOptions, StoreError, StoreResult, WorkflowChange, sql, vector};
 
@@ -103,7 +105,8 @@ async fn acquire(pool: &SqlitePool) -> StoreResult<PoolConnection<Sqlite>> {
 /// dimension is not a column type here; it is recorded in `cache_meta` all the same so both
 /// backends refuse a changed dimension alike.
 impl SqliteStore {
-    async fn prepare_semantic_table(&self, dimensions: u32) -> StoreResult<()> {
+    async fn prepare_semantic_table(&self, table: &SemanticTable) -> StoreResult<()> {
+        let dimensions = table.dimensions;
         let mut conn = self.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         sqlx::query(
@@ -121,7 +124,8 @@ impl SqliteStore {
         check_dimensions(&stored, dimensions)
     }
 
-    async fn reindex_semantic_table(&self, dimensions: u32) -> StoreResult<u64> {
+    async fn reindex_semantic_table(&self, table: &SemanticTable) -> StoreResult<u64> {
+        let dimensions = table.dimensions;
         let mut writer = self.semantic_writer(CacheKind::Semantic, None).await;
         let mut conn = self.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
@@ -544,7 +548,10 @@ mod tests {
         let store = SqliteStore::connect_with_index(&url, &PoolOptions::default(), index_max_bytes)
             .await
             .unwrap();
-        store.prepare_semantic(DIMS as u32).await.unwrap();
+        store
+            .prepare_semantic(&SemanticTable::new(DIMS as u32))
+            .await
+            .unwrap();
         (store, dir)
     }
 
@@ -700,7 +707,10 @@ mod tests {
         assert!(store.vector_index().bytes() > 0);
 
         // A re-index empties it.
-        store.reindex_semantic(DIMS as u32).await.unwrap();
+        store
+            .reindex_semantic(&SemanticTable::new(DIMS as u32))
+            .await
+            .unwrap();
         assert_eq!(store.vector_index().bytes(), 0);
         let ws = &workspaces[0].id;
         assert_eq!(

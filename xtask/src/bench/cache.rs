@@ -61,6 +61,10 @@ struct Options {
     /// PostgreSQL `hnsw.ef_search` values, each measured on the same loaded data.
     ef_search: String,
     warmup: u32,
+    /// `cache.semantic.hnsw_m` / `hnsw_ef_construction` for the runs (None: the server's
+    /// defaults).
+    hnsw_m: Option<u32>,
+    hnsw_ef_construction: Option<u32>,
 }
 
 impl Options {
@@ -103,6 +107,12 @@ impl Options {
             self.shared_buffers,
             self.maintenance_work_mem
         );
+        if let Some(m) = self.hnsw_m {
+            let _ = write!(line, " --hnsw-m {m}");
+        }
+        if let Some(ef) = self.hnsw_ef_construction {
+            let _ = write!(line, " --hnsw-ef-construction {ef}");
+        }
         line
     }
 }
@@ -155,6 +165,9 @@ pub fn run(flags: &Flags) -> Result<()> {
         maintenance_work_mem: flags.get("maintenance-work-mem", "4GB".to_string())?,
         ef_search: flags.get("ef-search", "100,200,400".to_string())?,
         warmup: flags.get("warmup", 200)?,
+        // 0: the server's default.
+        hnsw_m: Some(flags.get("hnsw-m", 0u32)?).filter(|m| *m > 0),
+        hnsw_ef_construction: Some(flags.get("hnsw-ef-construction", 0u32)?).filter(|e| *e > 0),
     };
     // A prebuilt server (e.g. another revision's) instead of building this tree's.
     let prebuilt: String = flags.get("binary", String::new())?;
@@ -315,6 +328,17 @@ fn run_one(
             .arg(url)
             .arg("--ef-search")
             .arg(options.ef_search.replace(' ', ""));
+    }
+    for (var, value) in [
+        ("PATCHBAY_CACHE__SEMANTIC__HNSW_M", options.hnsw_m),
+        (
+            "PATCHBAY_CACHE__SEMANTIC__HNSW_EF_CONSTRUCTION",
+            options.hnsw_ef_construction,
+        ),
+    ] {
+        if let Some(value) = value {
+            cmd.env(var, value.to_string());
+        }
     }
     if bulk {
         cmd.arg("--bulk-load")
@@ -531,11 +555,15 @@ fn render(results: &[Json], options: &Options, load_average: &str) -> String {
         let _ = writeln!(
             out,
             "PostgreSQL: a throwaway cluster (`fsync=off`, `wal_level=minimal`, shared_buffers \
-             {}, work_mem {}), a fresh database per size ({}); before timing, {} and {} warm-up \
-             lookups per ef_search. `EXPLAIN (ANALYZE, BUFFERS)` of a lookup uses the HNSW index \
-             ({}); plans are in `bench/out/cache/postgres-*.json`.\n",
+             {}, huge pages {}, work_mem {}), HNSW index built with m {}, ef_construction {}, a \
+             fresh database per size ({}); before timing, {} and {} warm-up lookups per \
+             ef_search. `EXPLAIN (ANALYZE, BUFFERS)` of a lookup uses the HNSW index ({}); plans \
+             are in `bench/out/cache/postgres-*.json`.\n",
             pg.at("postgres.shared_buffers").str().unwrap_or("?"),
+            pg.at("postgres.huge_pages").str().unwrap_or("?"),
             pg.at("postgres.work_mem").str().unwrap_or("?"),
+            number(pg, "hnsw.m", 0),
+            number(pg, "hnsw.ef_construction", 0),
             sizes.join("; "),
             pg.at("postgres.prewarm")
                 .str()
@@ -634,8 +662,9 @@ mod tests {
                   {"ef_search": 100, "lookup": {"p50_ms": 2.5, "p99_ms": 6.0, "throughput_per_second": 700}, "recall_at_1": 0.99},
                   {"ef_search": 200, "lookup": {"p50_ms": 3.5, "p99_ms": 4.5, "throughput_per_second": 500}, "recall_at_1": 0.995}
                 ],
+                "hnsw": {"m": 32, "ef_construction": 64},
                 "postgres": {"server_version": "18.1", "pgvector": "0.8.1", "shared_buffers": "4GB",
-                             "work_mem": "4MB", "plan_uses_hnsw_index": true}}"#,
+                             "huge_pages": "on", "work_mem": "4MB", "plan_uses_hnsw_index": true}}"#,
         )
         .unwrap();
         let options = Options {
@@ -652,6 +681,8 @@ mod tests {
             maintenance_work_mem: "4GB".into(),
             ef_search: "100,200".into(),
             warmup: 200,
+            hnsw_m: Some(32),
+            hnsw_ef_construction: None,
         };
         let text = render(&[sqlite, pg], &options, "0.1 0.2 0.3");
         assert!(text.contains(
@@ -664,6 +695,11 @@ mod tests {
             text.contains("SQLite at 100,000: p99 14.25 ms (target ≤ 20): met"),
             "{text}"
         );
+        assert!(text.contains("shared_buffers 4GB, huge pages on, work_mem 4MB), HNSW index built with m 32, ef_construction 64,"), "{text}");
         assert!(text.contains("Reproduce: `flock /tmp/patchbay-bench.lock cargo xtask bench cache --backend both --queries 1000"), "{text}");
+        assert!(
+            text.contains("--maintenance-work-mem 4GB --hnsw-m 32`"),
+            "{text}"
+        );
     }
 }
