@@ -163,7 +163,7 @@ pub fn run(flags: &Flags) -> Result<()> {
         bulk_load_from: flags.get("bulk-load-from", 1_000_000)?,
         shared_buffers: flags.get("shared-buffers", "4GB".to_string())?,
         maintenance_work_mem: flags.get("maintenance-work-mem", "4GB".to_string())?,
-        ef_search: flags.get("ef-search", "100,200,400".to_string())?,
+        ef_search: flags.get("ef-search", "40,60,100,200".to_string())?,
         warmup: flags.get("warmup", 200)?,
         // 0: the server's default.
         hnsw_m: Some(flags.get("hnsw-m", 0u32)?).filter(|m| *m > 0),
