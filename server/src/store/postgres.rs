@@ -383,7 +383,8 @@ impl PostgresStore {
     /// filters are applied while the index is walked instead of to its first `ef_search` rows:
     /// nearest neighbours in other workspaces cannot hide this workspace's entries. Small
     /// scopes are compared exactly instead (see [`nearest_statement`]); the choice is made
-    /// from the scope's size, never left to the planner's statistics.
+    /// from the scope's size, never left to the planner's statistics, and a scope found large
+    /// is not counted again for a while ([`LargeScopes`]).
     async fn nearest_semantic(
         &self,
         scope: &SemanticScope<'_>,
