@@ -1322,7 +1322,7 @@ async fn postgres_large_scopes_use_the_hnsw_index_despite_stale_statistics() {
         .unwrap();
     assert_eq!(hit.similarity, 1.0);
     // The scope was counted as large once; the next lookup skips the count and finds the same.
-    assert!(store.large_scopes.is_large(&ours, "agent"));
+    assert!(store.large_scopes.is_above(&ours, "agent", 100));
     let again = cache
         .semantic_nearest(&scope, &axis(0, dims), &search)
         .await

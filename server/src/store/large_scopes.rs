@@ -19,29 +19,32 @@ const MAX_SCOPES: usize = 10_000;
 
 #[derive(Default)]
 pub struct LargeScopes {
-    /// (workspace id, node type) -> when the scope was last counted as large.
-    seen: Mutex<HashMap<(String, String), Instant>>,
+    /// (workspace id, node type) -> (entries it had at least, when it was counted).
+    seen: Mutex<HashMap<(String, String), (u64, Instant)>>,
 }
 
 impl LargeScopes {
-    /// Whether the scope was counted as large less than [`TTL`] ago.
-    pub fn is_large(&self, workspace_id: &str, node_type: &str) -> bool {
+    /// Whether the scope was counted above `bound` entries less than [`TTL`] ago. The bound
+    /// is the caller's (`exact_max_entries`), so a verdict taken under a smaller one never
+    /// answers for a larger one.
+    pub fn is_above(&self, workspace_id: &str, node_type: &str, bound: u64) -> bool {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         seen.get(&(workspace_id.to_string(), node_type.to_string()))
-            .is_some_and(|at| at.elapsed() < TTL)
+            .is_some_and(|(at_least, at)| *at_least > bound && at.elapsed() < TTL)
     }
 
-    pub fn mark_large(&self, workspace_id: &str, node_type: &str) {
+    /// The scope has at least `at_least` entries (a count that stopped at its limit).
+    pub fn counted(&self, workspace_id: &str, node_type: &str, at_least: u64) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() >= MAX_SCOPES {
-            seen.retain(|_, at| at.elapsed() < TTL);
+            seen.retain(|_, (_, at)| at.elapsed() < TTL);
             if seen.len() >= MAX_SCOPES {
                 seen.clear();
             }
         }
         seen.insert(
             (workspace_id.to_string(), node_type.to_string()),
-            Instant::now(),
+            (at_least, Instant::now()),
         );
     }
 }
@@ -51,22 +54,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remembers_large_scopes_per_workspace_and_node_type() {
+    fn remembers_large_scopes_per_workspace_node_type_and_bound() {
         let scopes = LargeScopes::default();
-        assert!(!scopes.is_large("w1", "agent"));
-        scopes.mark_large("w1", "agent");
-        assert!(scopes.is_large("w1", "agent"));
-        assert!(!scopes.is_large("w1", "function"));
-        assert!(!scopes.is_large("w2", "agent"));
+        assert!(!scopes.is_above("w1", "agent", 1000));
+        scopes.counted("w1", "agent", 1001);
+        assert!(scopes.is_above("w1", "agent", 1000));
+        assert!(
+            !scopes.is_above("w1", "agent", 5000),
+            "a larger bound counts again"
+        );
+        assert!(!scopes.is_above("w1", "function", 1000));
+        assert!(!scopes.is_above("w2", "agent", 1000));
     }
 
     #[test]
     fn stays_bounded() {
         let scopes = LargeScopes::default();
         for i in 0..MAX_SCOPES + 5 {
-            scopes.mark_large(&format!("w{i}"), "agent");
+            scopes.counted(&format!("w{i}"), "agent", 11);
         }
         assert!(scopes.seen.lock().unwrap().len() <= MAX_SCOPES);
-        assert!(scopes.is_large(&format!("w{}", MAX_SCOPES + 4), "agent"));
+        assert!(scopes.is_above(&format!("w{}", MAX_SCOPES + 4), "agent", 10));
     }
 }

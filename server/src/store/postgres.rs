@@ -393,9 +393,12 @@ impl PostgresStore {
     ) -> StoreResult<Option<SemanticHit>> {
         let mut conn = self.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let sql = if self
-            .large_scopes
-            .is_large(scope.workspace_id, scope.node_type)
+        let bound = u64::from(search.exact_max_entries);
+        // No count when every scope takes the index, or this one was just counted above the bound.
+        let sql = if bound == 0
+            || self
+                .large_scopes
+                .is_above(scope.workspace_id, scope.node_type, bound)
         {
             prepare_large_scope_lookup(&mut tx, search).await?
         } else {
@@ -403,7 +406,7 @@ impl PostgresStore {
                 prepare_lookup(&mut tx, search, scope.workspace_id, scope.node_type).await?;
             if entries.is_none() {
                 self.large_scopes
-                    .mark_large(scope.workspace_id, scope.node_type);
+                    .counted(scope.workspace_id, scope.node_type, bound + 1);
             }
             sql
         };
