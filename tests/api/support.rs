@@ -147,6 +147,10 @@ impl ServerBuilder {
             addr,
             client: Client::builder()
                 .timeout(Duration::from_secs(60))
+                // Below the server's keep-alive (`http.keep_alive_ms`, 5 s): a connection idle
+                // for about that long may be closed by the server just as a request is sent on
+                // it (reqwest: IncompleteMessage). Seen between two bursts of a test.
+                .pool_idle_timeout(Duration::from_secs(2))
                 .build()
                 .unwrap(),
             child,
