@@ -400,12 +400,22 @@ async fn sqlite_passes_the_suite() {
     run_suite(&store).await;
 }
 
+/// A store on a fresh PostgreSQL database, and the database's URL.
+async fn fresh_postgres_store() -> (String, PostgresStore) {
+    let url = crate::testing::fresh_postgres_database().await;
+    let store = postgres_store(&url).await;
+    (url, store)
+}
+
+async fn postgres_store(url: &str) -> PostgresStore {
+    PostgresStore::connect(url, &PoolOptions::default())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn postgres_passes_the_suite() {
-    let url = crate::testing::fresh_postgres_database().await;
-    let store = PostgresStore::connect(&url, &PoolOptions::default())
-        .await
-        .unwrap();
+    let (_, store) = fresh_postgres_store().await;
     run_suite(&store).await;
 }
 
@@ -970,10 +980,7 @@ async fn sqlite_passes_the_cache_suite_without_its_vector_index() {
 
 #[tokio::test]
 async fn postgres_passes_the_cache_suite() {
-    let url = crate::testing::fresh_postgres_database().await;
-    let store = PostgresStore::connect(&url, &PoolOptions::default())
-        .await
-        .unwrap();
+    let (_, store) = fresh_postgres_store().await;
     run_cache_suite(&store).await;
 }
 
@@ -983,11 +990,8 @@ async fn postgres_passes_the_cache_suite() {
 #[tokio::test]
 async fn postgres_iterative_scans_find_our_entry_behind_other_workspaces_neighbours() {
     use sqlx::Connection as _;
-    let url = crate::testing::fresh_postgres_database().await;
+    let (url, store) = fresh_postgres_store().await;
     let dims = 16;
-    let store = PostgresStore::connect(&url, &PoolOptions::default())
-        .await
-        .unwrap();
     let cache = store.cache();
     cache
         .prepare_semantic(&SemanticTable::new(dims as u32))
@@ -1040,9 +1044,7 @@ async fn postgres_iterative_scans_find_our_entry_behind_other_workspaces_neighbo
         .execute(&mut admin)
         .await
         .unwrap();
-    let store = PostgresStore::connect(&url, &PoolOptions::default())
-        .await
-        .unwrap();
+    let store = postgres_store(&url).await;
     let cache = store.cache();
     let mut conn = store.pool.acquire().await.unwrap();
     for sql in [
@@ -1116,10 +1118,7 @@ async fn postgres_iterative_scans_find_our_entry_behind_other_workspaces_neighbo
 #[tokio::test]
 async fn postgres_builds_the_hnsw_index_with_the_configured_graph() {
     use sqlx::Connection as _;
-    let url = crate::testing::fresh_postgres_database().await;
-    let store = PostgresStore::connect(&url, &PoolOptions::default())
-        .await
-        .unwrap();
+    let (url, store) = fresh_postgres_store().await;
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
     let table = SemanticTable {
         dimensions: 4,
@@ -1164,11 +1163,8 @@ async fn postgres_builds_the_hnsw_index_with_the_configured_graph() {
 #[tokio::test]
 async fn postgres_large_scopes_use_the_hnsw_index_despite_stale_statistics() {
     use sqlx::Connection as _;
-    let url = crate::testing::fresh_postgres_database().await;
+    let (url, store) = fresh_postgres_store().await;
     let dims = 8;
-    let store = PostgresStore::connect(&url, &PoolOptions::default())
-        .await
-        .unwrap();
     let cache = store.cache();
     cache
         .prepare_semantic(&SemanticTable::new(dims as u32))
